@@ -1,0 +1,55 @@
+"""`maskbnn` command line: one sub-command per stage, each living next to the stage's code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from maskbnn.errors import UserError
+
+# Sub-command name -> module providing `add_arguments(parser)` and `run(args) -> int`.
+# Modules are imported lazily so `maskbnn data ...` does not pay for importing torch or FINN.
+COMMANDS = {
+    "data": ("maskbnn.pipeline.data_cli", "prepare, summarise or sample MaskedFace-Net data"),
+    "train": ("maskbnn.pipeline.train_cli", "train or evaluate a network (bnn_pynq-compatible)"),
+    "demo": ("maskbnn.pipeline.demo", "run every stage on the shipped sample and weights"),
+}
+
+
+def _build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
+    parser = argparse.ArgumentParser(prog="maskbnn", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    module = None
+    for name, (modname, summary) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=summary)
+        if name == chosen:
+            module = importlib.import_module(modname)
+            module.add_arguments(p)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, module = _build_parser(argv)
+    args = parser.parse_args(argv)
+    if module is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(module.run(args) or 0)
+    except UserError as err:
+        print(f"maskbnn {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"maskbnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # internal error: keep the traceback, it is a bug report
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Data stage: prepare a MaskedFace-Net folder, summarise a prepared one, or cut a sample.
+
+  maskbnn data prepare --source DIR --out DIR [--layout L] [--per-class N] [--test-fraction F]
+  maskbnn data summary DIR
+  maskbnn data sample --source DIR --out DIR --per-class N [--split test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from maskbnn.errors import UserError
+from maskbnn.pipeline.maskedface import CLASSES, LAYOUTS, scan
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    prep = sub.add_parser("prepare", help="prepare a MaskedFace-Net folder for training")
+    prep.add_argument("--source", type=Path, required=True)
+    prep.add_argument("--out", type=Path, required=True)
+    prep.add_argument("--layout", choices=LAYOUTS, help="default: detect")
+    prep.add_argument("--per-class", type=int, help="default: the smallest class's count")
+    prep.add_argument("--test-fraction", type=float, default=0.2)
+    prep.add_argument("--image-size", type=int, default=32)
+    prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument("--workers", type=int, default=2)
+    summ = sub.add_parser("summary", help="print a prepared dataset's manifest")
+    summ.add_argument("folder", type=Path)
+    samp = sub.add_parser("sample", help="copy a class-balanced subset in the original layout")
+    samp.add_argument("--source", type=Path, required=True)
+    samp.add_argument("--out", type=Path, required=True)
+    samp.add_argument("--per-class", type=int, required=True)
+    samp.add_argument("--split", choices=("train", "test", "all"), default="test")
+    samp.add_argument("--test-fraction", type=float, default=0.2)
+    samp.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "prepare":
+        from maskbnn.pipeline.prepare import PrepareParams, prepare
+
+        params = PrepareParams(args.per_class, args.test_fraction, args.image_size, args.seed,
+                               args.layout, args.workers)
+        manifest = prepare(args.source, args.out, params)
+        print(format_summary(manifest))
+        print(f"wrote {args.out / 'dataset.npz'} and manifest.json in {manifest['seconds']} s")
+    elif args.action == "summary":
+        path = args.folder / "manifest.json"
+        if not path.is_file():
+            raise UserError(f"{args.folder} has no manifest.json; run `maskbnn data prepare` first")
+        print(format_summary(json.loads(path.read_text())))
+    else:
+        sample(args.source, args.out, args.per_class, args.split, args.test_fraction, args.seed)
+    return 0
+
+
+def format_summary(m: dict) -> str:
+    """A Markdown table of counts per class and split, plus the provenance lines."""
+    lines = [f"source: {m['source']} ({m['layout']} layout)",
+             f"images: {m['total']}  size: {m['params']['image_size']}px  "
+             f"split: {m['params']['split']}  seed: {m['params']['seed']}",
+             f"content sha256: {m['content_sha256'][:16]}…  skipped: {len(m['skipped'])}", "",
+             "| class | train | test |", "|---|---:|---:|"]
+    for c in m["classes"]:
+        lines.append(f"| {c} | {m['counts']['train'][c]} | {m['counts']['test'][c]} |")
+    lines.append(f"| total | {sum(m['counts']['train'].values())} | "
+                 f"{sum(m['counts']['test'].values())} |")
+    return "\n".join(lines)
+
+
+def sample(source: Path, out: Path, per_class: int, split: str, test_fraction: float,
+           seed: int) -> None:
+    """Copy `per_class` files per class from one side of the face-disjoint split, keeping the
+    original layout (CMFD/, IMFD/), so the copy is itself a MaskedFace-Net source folder."""
+    import numpy as np
+
+    from maskbnn.pipeline.prepare import split_of
+
+    layout, items, _ = scan(source)
+    if layout == "cifar-pickle":
+        raise UserError("sampling copies image files; a pickle source has none")
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(CLASSES):
+        pool = [it for it in items if it.label == c and
+                (split == "all" or split_of(it.face, seed, test_fraction) == split)]
+        if len(pool) < per_class:
+            raise UserError(f"class {name}: only {len(pool)} images on the {split} side")
+        for i in sorted(rng.choice(len(pool), per_class, replace=False)):
+            dst = out / ("CMFD" if c == 0 else "IMFD") / pool[i].path.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pool[i].path, dst)
+    print(f"copied {per_class * len(CLASSES)} images to {out}")

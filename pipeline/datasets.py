@@ -1,0 +1,159 @@
+"""In-memory datasets for training and evaluation: uint8 NHWC arrays, loaded in milliseconds.
+
+Sources: a prepared MaskedFace-Net folder (the data stage's output), a raw MaskedFace-Net folder
+(prepared on the fly into a cache next to the build), MNIST idx files and the CIFAR-10 python pickles.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from maskbnn.errors import UserError
+from maskbnn.paths import BUILD_DIR
+
+
+@dataclass(frozen=True)
+class ArrayDataset:
+    """Images (N, H, W, C) uint8 and labels (N,) int64; `names` identify images in reports."""
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: tuple[str, ...]
+    names: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def load_prepared(folder: Path, split: str) -> ArrayDataset:
+    """Load one split ('train', 'test' or 'all') of a prepared MaskedFace-Net dataset."""
+    folder = Path(folder)
+    npz, manifest = folder / "dataset.npz", folder / "manifest.json"
+    if not npz.is_file() or not manifest.is_file():
+        raise UserError(f"{folder} is not a prepared dataset (no dataset.npz + manifest.json)")
+    classes = tuple(json.loads(manifest.read_text())["classes"])
+    with np.load(npz) as z:
+        sides = ("train", "test") if split == "all" else (split,)
+        if any(f"x_{s}" not in z for s in sides):
+            raise UserError(f"unknown split {split!r}; use train, test or all")
+        x = np.concatenate([z[f"x_{s}"] for s in sides])
+        y = np.concatenate([z[f"y_{s}"] for s in sides]).astype(np.int64)
+        names = tuple(np.concatenate([z[f"file_{s}"] for s in sides]).tolist())
+    return ArrayDataset(x, y, classes, names)
+
+
+def load_maskedface(datadir: Path, split: str, image_size: int = 32, seed: int = 0) -> ArrayDataset:
+    """A prepared folder as is; a raw MaskedFace-Net folder is prepared first (cached by path)."""
+    from maskbnn.pipeline.prepare import PrepareParams, prepare
+
+    datadir = Path(datadir)
+    if (datadir / "dataset.npz").is_file():
+        return load_prepared(datadir, split)
+    key = f"{datadir.resolve()}|{image_size}|{seed}"
+    cache = BUILD_DIR / "data" / "cache" / f"{datadir.name}-{_short_hash(key)}"
+    if not (cache / "dataset.npz").is_file():
+        prepare(datadir, cache, PrepareParams(image_size=image_size, seed=seed))
+    return load_prepared(cache, split)
+
+
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def load_mnist(datadir: Path, split: str) -> ArrayDataset:
+    """MNIST from the four standard idx files (optionally .gz) in `datadir` (or datadir/MNIST/raw)."""
+    datadir = Path(datadir)
+    base = next((d for d in (datadir, datadir / "MNIST" / "raw", datadir / "mnist") if
+                 _find(d, MNIST_FILES["test"][0])), None)
+    if base is None:
+        raise UserError(
+            f"MNIST not found in {datadir}: put train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+            "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (or their .gz) there"
+        )
+    sides = ("train", "test") if split == "all" else (split,)
+    xs, ys = [], []
+    for s in sides:
+        img_name, lbl_name = MNIST_FILES[s]
+        xs.append(_read_idx(_find(base, img_name))[..., None])
+        ys.append(_read_idx(_find(base, lbl_name)).astype(np.int64))
+    return ArrayDataset(np.concatenate(xs), np.concatenate(ys), tuple(str(i) for i in range(10)))
+
+
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                 "dog", "frog", "horse", "ship", "truck")
+
+
+def load_cifar10(datadir: Path, split: str) -> ArrayDataset:
+    """CIFAR-10 from the python pickles: cifar-10-batches-py/ or cifar-10-python.tar.gz in datadir."""
+    datadir = Path(datadir)
+    folder = next((d for d in (datadir / "cifar-10-batches-py", datadir)
+                   if (d / "test_batch").is_file()), None)
+    archive = datadir / "cifar-10-python.tar.gz"
+    if folder is None and not archive.is_file():
+        raise UserError(
+            f"CIFAR-10 not found in {datadir}: put cifar-10-python.tar.gz or the extracted "
+            "cifar-10-batches-py/ folder (data_batch_*, test_batch) there"
+        )
+    batches: dict[str, dict] = {}
+    if folder is not None:
+        for p in sorted(folder.glob("*_batch*")):
+            with open(p, "rb") as f:
+                batches[p.name] = pickle.load(f, encoding="latin1")
+    else:
+        with tarfile.open(archive) as tar:
+            for m in tar.getmembers():
+                name = Path(m.name).name
+                if m.isfile() and "_batch" in name:
+                    batches[name] = pickle.load(tar.extractfile(m), encoding="latin1")
+    want = {"train": [n for n in sorted(batches) if n.startswith("data_batch")],
+            "test": ["test_batch"]}
+    names = want["train"] + want["test"] if split == "all" else want.get(split)
+    if names is None:
+        raise UserError(f"unknown split {split!r}; use train, test or all")
+    x = np.concatenate([np.asarray(batches[n]["data"], np.uint8) for n in names])
+    y = np.concatenate([np.asarray(batches[n]["labels"], np.int64) for n in names])
+    return ArrayDataset(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), y, CIFAR_CLASSES)
+
+
+def load_dataset(kind: str, datadir: Path, split: str, image_size: int = 32) -> ArrayDataset:
+    """Dispatch on the dataset kind a network config names."""
+    loaders = {"maskedface": lambda: load_maskedface(datadir, split, image_size),
+               "mnist": lambda: load_mnist(datadir, split),
+               "cifar10": lambda: load_cifar10(datadir, split)}
+    if kind not in loaders:
+        raise UserError(f"unknown dataset {kind!r}; known: {', '.join(loaders)}")
+    return loaders[kind]()
+
+
+def _find(base: Path, name: str) -> Path | None:
+    for cand in (base / name, base / f"{name}.gz"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """The idx format (LeCun): magic (0, 0, dtype 0x08=uint8, ndim), big-endian dims, data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if raw[:3] != b"\x00\x00\x08":
+        raise UserError(f"{path}: not an unsigned-byte idx file")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, ">u4", count=ndim, offset=4)
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(tuple(int(d) for d in dims))
+
+
+def _short_hash(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
