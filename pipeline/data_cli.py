@@ -1,8 +1,8 @@
 """Data stage: prepare a MaskedFace-Net folder, summarise a prepared one, or cut a sample.
 
-  maskbnn data prepare --source DIR --out DIR [--layout L] [--per-class N] [--test-fraction F]
-  maskbnn data summary DIR
-  maskbnn data sample --source DIR --out DIR --per-class N [--split test]
+maskbnn data prepare --source DIR --out DIR [--layout L] [--per-class N] [--test-fraction F]
+maskbnn data summary DIR
+maskbnn data sample --source DIR --out DIR --per-class N [--split test]
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import json
 import shutil
 from pathlib import Path
 
-from maskbnn.errors import UserError
 from maskbnn.pipeline.maskedface import CLASSES, LAYOUTS, scan
+
+from maskbnn.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,8 +43,14 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "prepare":
         from maskbnn.pipeline.prepare import PrepareParams, prepare
 
-        params = PrepareParams(args.per_class, args.test_fraction, args.image_size, args.seed,
-                               args.layout, args.workers)
+        params = PrepareParams(
+            args.per_class,
+            args.test_fraction,
+            args.image_size,
+            args.seed,
+            args.layout,
+            args.workers,
+        )
         manifest = prepare(args.source, args.out, params)
         print(format_summary(manifest))
         print(f"wrote {args.out / 'dataset.npz'} and manifest.json in {manifest['seconds']} s")
@@ -59,24 +66,29 @@ def run(args: argparse.Namespace) -> int:
 
 def format_summary(m: dict) -> str:
     """A Markdown table of counts per class and split, plus the provenance lines."""
-    lines = [f"source: {m['source']} ({m['layout']} layout)",
-             f"images: {m['total']}  size: {m['params']['image_size']}px  "
-             f"split: {m['params']['split']}  seed: {m['params']['seed']}",
-             f"content sha256: {m['content_sha256'][:16]}…  skipped: {len(m['skipped'])}", "",
-             "| class | train | test |", "|---|---:|---:|"]
+    lines = [
+        f"source: {m['source']} ({m['layout']} layout)",
+        f"images: {m['total']}  size: {m['params']['image_size']}px  "
+        f"split: {m['params']['split']}  seed: {m['params']['seed']}",
+        f"content sha256: {m['content_sha256'][:16]}…  skipped: {len(m['skipped'])}",
+        "",
+        "| class | train | test |",
+        "|---|---:|---:|",
+    ]
     for c in m["classes"]:
         lines.append(f"| {c} | {m['counts']['train'][c]} | {m['counts']['test'][c]} |")
-    lines.append(f"| total | {sum(m['counts']['train'].values())} | "
-                 f"{sum(m['counts']['test'].values())} |")
+    lines.append(
+        f"| total | {sum(m['counts']['train'].values())} | {sum(m['counts']['test'].values())} |"
+    )
     return "\n".join(lines)
 
 
-def sample(source: Path, out: Path, per_class: int, split: str, test_fraction: float,
-           seed: int) -> None:
+def sample(
+    source: Path, out: Path, per_class: int, split: str, test_fraction: float, seed: int
+) -> None:
     """Copy `per_class` files per class from one side of the face-disjoint split, keeping the
     original layout (CMFD/, IMFD/), so the copy is itself a MaskedFace-Net source folder."""
     import numpy as np
-
     from maskbnn.pipeline.prepare import split_of
 
     layout, items, _ = scan(source)
@@ -84,8 +96,11 @@ def sample(source: Path, out: Path, per_class: int, split: str, test_fraction: f
         raise UserError("sampling copies image files; a pickle source has none")
     rng = np.random.default_rng(seed)
     for c, name in enumerate(CLASSES):
-        pool = [it for it in items if it.label == c and
-                (split == "all" or split_of(it.face, seed, test_fraction) == split)]
+        pool = [
+            it
+            for it in items
+            if it.label == c and (split == "all" or split_of(it.face, seed, test_fraction) == split)
+        ]
         if len(pool) < per_class:
             raise UserError(f"class {name}: only {len(pool)} images on the {split} side")
         for i in sorted(rng.choice(len(pool), per_class, replace=False)):

@@ -72,8 +72,14 @@ MNIST_FILES = {
 def load_mnist(datadir: Path, split: str) -> ArrayDataset:
     """MNIST from the four standard idx files (optionally .gz) in `datadir` (or datadir/MNIST/raw)."""
     datadir = Path(datadir)
-    base = next((d for d in (datadir, datadir / "MNIST" / "raw", datadir / "mnist") if
-                 _find(d, MNIST_FILES["test"][0])), None)
+    base = next(
+        (
+            d
+            for d in (datadir, datadir / "MNIST" / "raw", datadir / "mnist")
+            if _find(d, MNIST_FILES["test"][0])
+        ),
+        None,
+    )
     if base is None:
         raise UserError(
             f"MNIST not found in {datadir}: put train-images-idx3-ubyte, train-labels-idx1-ubyte, "
@@ -88,15 +94,27 @@ def load_mnist(datadir: Path, split: str) -> ArrayDataset:
     return ArrayDataset(np.concatenate(xs), np.concatenate(ys), tuple(str(i) for i in range(10)))
 
 
-CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                 "dog", "frog", "horse", "ship", "truck")
+CIFAR_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 def load_cifar10(datadir: Path, split: str) -> ArrayDataset:
     """CIFAR-10 from the python pickles: cifar-10-batches-py/ or cifar-10-python.tar.gz in datadir."""
     datadir = Path(datadir)
-    folder = next((d for d in (datadir / "cifar-10-batches-py", datadir)
-                   if (d / "test_batch").is_file()), None)
+    folder = next(
+        (d for d in (datadir / "cifar-10-batches-py", datadir) if (d / "test_batch").is_file()),
+        None,
+    )
     archive = datadir / "cifar-10-python.tar.gz"
     if folder is None and not archive.is_file():
         raise UserError(
@@ -114,8 +132,10 @@ def load_cifar10(datadir: Path, split: str) -> ArrayDataset:
                 name = Path(m.name).name
                 if m.isfile() and "_batch" in name:
                     batches[name] = pickle.load(tar.extractfile(m), encoding="latin1")
-    want = {"train": [n for n in sorted(batches) if n.startswith("data_batch")],
-            "test": ["test_batch"]}
+    want = {
+        "train": [n for n in sorted(batches) if n.startswith("data_batch")],
+        "test": ["test_batch"],
+    }
     names = want["train"] + want["test"] if split == "all" else want.get(split)
     if names is None:
         raise UserError(f"unknown split {split!r}; use train, test or all")
@@ -126,9 +146,11 @@ def load_cifar10(datadir: Path, split: str) -> ArrayDataset:
 
 def load_dataset(kind: str, datadir: Path, split: str, image_size: int = 32) -> ArrayDataset:
     """Dispatch on the dataset kind a network config names."""
-    loaders = {"maskedface": lambda: load_maskedface(datadir, split, image_size),
-               "mnist": lambda: load_mnist(datadir, split),
-               "cifar10": lambda: load_cifar10(datadir, split)}
+    loaders = {
+        "maskedface": lambda: load_maskedface(datadir, split, image_size),
+        "mnist": lambda: load_mnist(datadir, split),
+        "cifar10": lambda: load_cifar10(datadir, split),
+    }
     if kind not in loaders:
         raise UserError(f"unknown dataset {kind!r}; known: {', '.join(loaders)}")
     return loaders[kind]()
