@@ -113,7 +113,9 @@ def _decode_until(pool, candidates, wanted, params, skipped, bar) -> list[tuple[
     while len(got) < wanted and pos < len(candidates):
         chunk = candidates[pos : pos + (wanted - len(got))]
         pos += len(chunk)
-        for it, res in zip(chunk, pool.map(lambda i: _try_load(i, params.image_size), chunk)):
+        for it, res in zip(
+            chunk, pool.map(lambda i: _try_load(i, params.image_size), chunk), strict=True
+        ):
             if isinstance(res, str):
                 skipped.append({"file": it.name, "reason": res})
             else:
