@@ -33,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     samp = sub.add_parser("sample", help="copy a class-balanced subset in the original layout")
     samp.add_argument("--source", type=Path, required=True)
     samp.add_argument("--out", type=Path, required=True)
-    samp.add_argument("--per-class", type=int, required=True)
-    samp.add_argument("--split", choices=("train", "test", "all"), default="test")
+    samp.add_argument("--test-per-class", type=int, required=True)
+    samp.add_argument("--train-per-class", type=int, default=0)
     samp.add_argument("--test-fraction", type=float, default=0.2)
     samp.add_argument("--seed", type=int, default=0)
 
@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.folder} has no manifest.json; run `maskbnn data prepare` first")
         print(format_summary(json.loads(path.read_text())))
     else:
-        sample(args.source, args.out, args.per_class, args.split, args.test_fraction, args.seed)
+        per_side = {"test": args.test_per_class, "train": args.train_per_class}
+        sample(args.source, args.out, per_side, args.test_fraction, args.seed)
     return 0
 
 
@@ -84,27 +85,34 @@ def format_summary(m: dict) -> str:
 
 
 def sample(
-    source: Path, out: Path, per_class: int, split: str, test_fraction: float, seed: int
+    source: Path, out: Path, per_side: dict[str, int], test_fraction: float, seed: int
 ) -> None:
-    """Copy `per_class` files per class from one side of the face-disjoint split, keeping the
-    original layout (CMFD/, IMFD/), so the copy is itself a MaskedFace-Net source folder."""
+    """Copy a class-balanced subset, `per_side[side]` files per class from each side of the
+    face-disjoint split, in the original layout (CMFD/, IMFD/). Preparing the copy with the same
+    seed and test fraction puts every file back on the side it came from."""
     import numpy as np
+
     from maskbnn.pipeline.prepare import split_of
 
     layout, items, _ = scan(source)
     if layout == "cifar-pickle":
         raise UserError("sampling copies image files; a pickle source has none")
     rng = np.random.default_rng(seed)
+    copied = 0
     for c, name in enumerate(CLASSES):
-        pool = [
-            it
-            for it in items
-            if it.label == c and (split == "all" or split_of(it.face, seed, test_fraction) == split)
-        ]
-        if len(pool) < per_class:
-            raise UserError(f"class {name}: only {len(pool)} images on the {split} side")
-        for i in sorted(rng.choice(len(pool), per_class, replace=False)):
-            dst = out / ("CMFD" if c == 0 else "IMFD") / pool[i].path.name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(pool[i].path, dst)
-    print(f"copied {per_class * len(CLASSES)} images to {out}")
+        for side, n in per_side.items():
+            pool = [
+                it
+                for it in items
+                if it.label == c and split_of(it.face, seed, test_fraction) == side
+            ]
+            if len(pool) < n:
+                raise UserError(
+                    f"class {name}: only {len(pool)} images on the {side} side, {n} asked"
+                )
+            for i in sorted(rng.choice(len(pool), n, replace=False)):
+                dst = out / ("CMFD" if c == 0 else "IMFD") / pool[i].path.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(pool[i].path, dst)
+                copied += 1
+    print(f"copied {copied} images to {out}")
