@@ -91,7 +91,6 @@ def sample(
     face-disjoint split, in the original layout (CMFD/, IMFD/). Preparing the copy with the same
     seed and test fraction puts every file back on the side it came from."""
     import numpy as np
-
     from maskbnn.pipeline.prepare import split_of
 
     layout, items, _ = scan(source)

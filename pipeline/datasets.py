@@ -125,13 +125,13 @@ def load_cifar10(datadir: Path, split: str) -> ArrayDataset:
     if folder is not None:
         for p in sorted(folder.glob("*_batch*")):
             with open(p, "rb") as f:
-                batches[p.name] = pickle.load(f, encoding="latin1")
+                batches[p.name] = read_pickle_batch(f)
     else:
         with tarfile.open(archive) as tar:
             for m in tar.getmembers():
                 name = Path(m.name).name
                 if m.isfile() and "_batch" in name:
-                    batches[name] = pickle.load(tar.extractfile(m), encoding="latin1")
+                    batches[name] = read_pickle_batch(tar.extractfile(m))
     want = {
         "train": [n for n in sorted(batches) if n.startswith("data_batch")],
         "test": ["test_batch"],
@@ -154,6 +154,12 @@ def load_dataset(kind: str, datadir: Path, split: str, image_size: int = 32) -> 
     if kind not in loaders:
         raise UserError(f"unknown dataset {kind!r}; known: {', '.join(loaders)}")
     return loaders[kind]()
+
+
+def read_pickle_batch(f) -> dict:
+    """One CIFAR-style pickle batch with str keys (Python 2 pickles and some re-packs use bytes)."""
+    d = pickle.load(f, encoding="latin1")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
 def _find(base: Path, name: str) -> Path | None:

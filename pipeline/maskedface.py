@@ -6,13 +6,13 @@ the suffix names the face parts the mask COVERS. The seed's CMFD, IMFD1, IMFD2, 
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from maskbnn.pipeline.datasets import read_pickle_batch
 from PIL import Image
 
 from maskbnn.errors import UserError
@@ -187,7 +187,7 @@ def _scan_pickles(source: Path) -> tuple[list[Item], list[dict]]:
             continue
         try:
             with open(batch, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")
+                entry = read_pickle_batch(f)
             data = np.asarray(entry["data"], dtype=np.uint8)
             labels = entry.get("labels", entry.get("fine_labels"))
             side = int(round((data.shape[1] // 3) ** 0.5))

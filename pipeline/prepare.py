@@ -111,14 +111,14 @@ def _decode_until(pool, candidates, wanted, params, skipped, bar) -> list[tuple[
     got: list[tuple[Item, np.ndarray]] = []
     pos = 0
     while len(got) < wanted and pos < len(candidates):
-        chunk = candidates[pos : pos + (wanted - len(got))]
+        # At least 64 per chunk keeps both decoder threads busy near the end of a class.
+        chunk = candidates[pos : pos + max(wanted - len(got), 64)]
         pos += len(chunk)
-        for it, res in zip(
-            chunk, pool.map(lambda i: _try_load(i, params.image_size), chunk), strict=True
-        ):
+        loaded = pool.map(lambda i: _try_load(i, params.image_size), chunk)
+        for it, res in zip(chunk, loaded, strict=True):
             if isinstance(res, str):
                 skipped.append({"file": it.name, "reason": res})
-            else:
+            elif len(got) < wanted:
                 got.append((it, res))
                 bar.update(1)
     return got
