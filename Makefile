@@ -26,14 +26,18 @@ help:
 
 setup: $(STAMP)
 
+# pip warns once per package about index folders this machine's pip.conf names but lacks; hide that.
+PIP = set -o pipefail; $(PY) -m pip install -q $(1) 2>&1 | { grep -v "is ignored: it is neither" || true; }
+
 $(STAMP): $(DEPS)
 	@command -v python3.11 >/dev/null || { echo "maskbnn needs python3.11 on PATH" >&2; exit 1; }
 	test -x $(PY) || python3.11 -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements/torch.txt
-	$(PY) -m pip install -q -r requirements/build.txt
-	$(PY) -m pip install -q --no-deps -r requirements/nodeps.txt
-	$(PY) -m pip install -q --no-deps -r requirements/lock.txt
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@echo "installing the pinned working set into $(VENV) (see requirements/README.md)"
+	@$(call PIP,-r requirements/torch.txt)
+	@$(call PIP,-r requirements/build.txt)
+	@$(call PIP,--no-deps -r requirements/nodeps.txt)
+	@$(call PIP,--no-deps -r requirements/lock.txt)
+	@$(call PIP,--no-deps --no-build-isolation -e .)
 	rm -f $(VENV)/.setup-*
 	touch $@
 
