@@ -6,6 +6,12 @@ NET ?= mask_1w1a_0.25
 BOARD ?= Pynq-Z1
 EPOCHS ?=
 SOURCE ?= data/maskedface-net-sample
+DATA ?= $(SOURCE)
+CKPT ?= models/pretrained/$(NET).tar
+BOARD_FILES ?=
+XILINX_ROOT ?= /tools/Xilinx
+VIVADO_VERSION ?= 2024.2
+IMAGE ?= maskbnn-finn:$(VIVADO_VERSION)
 VENV := .venv
 PY := $(VENV)/bin/python
 MASKBNN := $(VENV)/bin/maskbnn
@@ -15,14 +21,21 @@ DEPS := requirements/torch.txt requirements/build.txt requirements/nodeps.txt re
 # an unchanged tree makes `make setup` a no-op that takes well under a second.
 STAMP := $(VENV)/.setup-$(shell cat $(DEPS) 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: help setup test lint format data demo train evaluate bench clean
+.PHONY: help setup test test-fast lint format data demo train evaluate export estimate estimates \
+	verify rtlsim bitstream deploy fold fold-all fold-report bench docker-image docker-bitstream clean
 
 help:
-	@echo "make demo            set up, then run every stage on the shipped sample and weights"
-	@echo "make test            set up, lint, run the test suite"
-	@echo "make data SOURCE=DIR prepare a MaskedFace-Net folder into build/data/"
-	@echo "make train NET=...   train a network (EPOCHS=N to override the config)"
-	@echo "make bench           speed benchmarks, results in build/bench/"
+	@echo "make demo                  set up, then run every stage on the shipped sample and weights"
+	@echo "make test                  set up, lint, run the whole test suite (test-fast: no slow tests)"
+	@echo "make data SOURCE=DIR       prepare a MaskedFace-Net folder into build/data/"
+	@echo "make train NET=.. [EPOCHS=N DATA=DIR]   train (default data: the shipped sample)"
+	@echo "make evaluate NET=.. [DATA=DIR]         evaluate the shipped weights on every image of DATA"
+	@echo "make export|estimate|verify NET=.. BOARD=Pynq-Z1|Pynq-Z2   QONNX, FINN build, golden chain"
+	@echo "make bitstream NET=.. BOARD=..          HLS/RTL sources -> bitfile (needs Vivado; else says how)"
+	@echo "make deploy NET=.. BOARD=..             board package: driver wheel, golden vectors, bitstream"
+	@echo "make fold NET=.. BOARD=..  |  make fold-report   folding optimizer and its comparison"
+	@echo "make bench                 speed benchmarks, results in build/bench/"
+	@echo "make docker-bitstream NET=.. BOARD=..   the bitstream in the FINN+ image, Vivado mounted"
 
 setup: $(STAMP)
 
@@ -38,6 +51,11 @@ $(STAMP): $(DEPS)
 	@$(call PIP,--no-deps -r requirements/nodeps.txt)
 	@$(call PIP,--no-deps -r requirements/lock.txt)
 	@$(call PIP,--no-deps --no-build-isolation -e .)
+	@$(call PIP,--no-deps --no-build-isolation -e driver)
+	@command -v verilator >/dev/null || { echo "installing Debian's verilator (RTL-layer simulation)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq verilator >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq verilator >/dev/null; }; \
+	  else sudo apt-get install -y -qq verilator >/dev/null; fi; }
 	rm -f $(VENV)/.setup-*
 	touch $@
 
@@ -52,8 +70,15 @@ format: setup
 test: setup lint
 	$(VENV)/bin/pytest -q
 
-# --- pipeline steps ------------------------------------------------------------------------
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow"
+
+# --- pipeline steps: each a file-in/file-out step, so Make rebuilds only what changed ---------
 DATA_OUT := $(BUILD)/data/$(notdir $(SOURCE))
+NET_DIR = $(BUILD)/$(NET)
+EXPORT_INDEX = $(NET_DIR)/export/export.json
+BUILD_SUMMARY = $(NET_DIR)/$(BOARD)/build.json
+VERIFIED = $(NET_DIR)/$(BOARD)/verified.stamp
 
 data: setup
 	$(MASKBNN) data prepare --source $(SOURCE) --out $(DATA_OUT)
@@ -61,5 +86,69 @@ data: setup
 demo: setup
 	$(MASKBNN) demo
 
+train: setup
+	$(MASKBNN) train --network $(NET) --datadir $(DATA) --experiments $(BUILD)/experiments \
+	  $(if $(EPOCHS),--epochs $(EPOCHS))
+
+evaluate: setup
+	$(MASKBNN) train --evaluate --network $(NET) --pretrained --datadir $(DATA) --eval-split all \
+	  --metrics-json $(BUILD)/experiments/$(NET)_eval.json
+
+export: $(EXPORT_INDEX)
+$(EXPORT_INDEX): $(CKPT) | setup
+	$(MASKBNN) export --net $(NET) --checkpoint $(CKPT)
+
+estimate: $(BUILD_SUMMARY)
+$(BUILD_SUMMARY): $(EXPORT_INDEX) build_configs/$(NET).yaml $(wildcard build_configs/folding/$(NET)_*.json) | setup
+	$(MASKBNN) build --net $(NET) --board $(BOARD)
+
+# A stamp, because the verification report is written even when verification fails.
+verify: $(VERIFIED)
+$(VERIFIED): $(BUILD_SUMMARY) | setup
+	$(MASKBNN) verify --net $(NET) --board $(BOARD) --checkpoint $(CKPT)
+	$(MASKBNN) rtlsim --net $(NET) --board $(BOARD)
+	touch $@
+
+estimates: setup
+	for n in mask_1w1a_0.25 mask_1w1a_0.5 mask_1w1a; do $(MAKE) --no-print-directory export NET=$$n || exit 1; done
+	$(MASKBNN) estimate
+
+rtlsim: setup
+	$(MASKBNN) rtlsim --net $(NET) --board $(BOARD)
+
+bitstream: verify
+	$(MASKBNN) bitstream --net $(NET) --board $(BOARD) --checkpoint $(CKPT) \
+	  $(if $(BOARD_FILES),--board-files $(BOARD_FILES))
+
+deploy: verify
+	$(MASKBNN) deploy --net $(NET) --board $(BOARD) --checkpoint $(CKPT)
+
+FOLD_NETS := mask_1w1a mask_1w1a_0.5 mask_1w1a_0.25 cnv_1w1a
+fold: setup
+	$(MASKBNN) fold --network $(NET) --board $(BOARD)
+
+fold-all: setup
+	for n in $(FOLD_NETS); do for b in Pynq-Z1 Pynq-Z2; do $(MASKBNN) fold --network $$n --board $$b || exit 1; done; done
+
+fold-report: setup
+	$(MASKBNN) fold-report --nets $(FOLD_NETS) --boards $(BOARD)
+
+bench: setup
+	$(MASKBNN) bench-train
+	$(PY) -m maskbnn.pipeline.bench_verify
+	$(PY) -m maskbnn.pipeline.bench_driver
+
+docker-image:
+	docker build -t $(IMAGE) --build-arg VIVADO_VERSION=$(VIVADO_VERSION) --build-arg XILINX_ROOT=$(XILINX_ROOT) .
+
+docker-bitstream: docker-image
+	docker run --rm -v $(XILINX_ROOT):$(XILINX_ROOT):ro \
+	  -v $(CURDIR)/bitstreams:/maskbnn/bitstreams -v $(CURDIR)/build:/maskbnn/build \
+	  $(if $(BOARD_FILES),-v $(BOARD_FILES):/board_files:ro) \
+	  $(IMAGE) bitstream NET=$(NET) BOARD=$(BOARD) $(if $(BOARD_FILES),BOARD_FILES=/board_files)
+
 clean:
 	rm -rf $(BUILD)
+
+models/pretrained/%.tar:
+	@echo "no shipped weights $@: train them (make train NET=$*) and pass CKPT=path/to/best.tar" >&2; exit 2

@@ -14,7 +14,20 @@ from maskbnn.errors import UserError
 COMMANDS = {
     "data": ("maskbnn.pipeline.data_cli", "prepare, summarise or sample MaskedFace-Net data"),
     "train": ("maskbnn.pipeline.train_cli", "train or evaluate a network (bnn_pynq-compatible)"),
+    "bench-train": ("maskbnn.pipeline.bench_train", "training speed vs upstream bnn_pynq"),
     "demo": ("maskbnn.pipeline.demo", "run every stage on the shipped sample and weights"),
+    "export": ("maskbnn.pipeline.export", "checkpoint -> QONNX (uint8 image in, TopK out)"),
+    "build": ("maskbnn.pipeline.build", "FINN build to the folded hardware graph, with estimates"),
+    "estimate": ("maskbnn.pipeline.estimates", "FINN estimates for several networks and boards"),
+    "verify": ("maskbnn.pipeline.verify", "bit-exact golden verification of every build stage"),
+    "deploy": ("maskbnn.pipeline.deploy", "assemble the board package (driver, golden vectors)"),
+    "bitstream": ("maskbnn.pipeline.bitstream_cli", "HLS/RTL sources -> IP -> bitfile (Vivado)"),
+    "rtlsim": ("maskbnn.pipeline.rtlsim_verilator", "Verilator simulation of the RTL layers"),
+    "fold": ("maskbnn.pipeline.fold_cli", "folding that maximises estimated FPS in a budget"),
+    "fold-report": (
+        "maskbnn.pipeline.fold_compare",
+        "ours vs FINN target_fps vs published foldings",
+    ),
 }
 
 

@@ -48,13 +48,45 @@ class TrainConfig:
     warmup_epochs: int = 0
 
 
+BOARDS = {"Pynq-Z1": "xc7z020clg400-1", "Pynq-Z2": "xc7z020clg400-1"}
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Golden verification: how many real images, and how many go through FINN's slow execution."""
+
+    data: str = "data/maskedface-net-sample"  # relative to the repository
+    split: str = "all"
+    images: int = 1000  # real images compared at every stage (>= 1,000 for a release)
+    finn_images: int = 16  # subset also run through FINN's execute_onnx of the hardware graph
+    streamlined_images: int | None = None  # subset for the streamlined graph (None: all images)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """The `build:` section: target board, clock, parallelism (folding file or target fps),
+    outputs, verification. Paths are relative to the config file's folder."""
+
+    board: str = "Pynq-Z1"
+    clock_ns: float = 10.0
+    target_fps: int | None = None
+    folding: str | None = None  # FINN folding JSON, relative to build_configs/; "{board}" expands
+    outputs: tuple[str, ...] = ("estimates",)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+
+    def folding_path(self, base: Path = BUILD_CONFIGS, board: str | None = None) -> Path | None:
+        if self.folding is None:
+            return None
+        return base / self.folding.replace("{board}", board or self.board)
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     name: str
     dataset: str  # "maskedface", "mnist", "cifar10"
     model: ModelConfig
     train: TrainConfig = field(default_factory=TrainConfig)
-    build: dict[str, Any] = field(default_factory=dict)
+    build: BuildConfig = field(default_factory=BuildConfig)
     path: Path | None = None
 
 
@@ -76,7 +108,7 @@ def load_network_config(name: str, folder: Path = BUILD_CONFIGS) -> NetworkConfi
             dataset=_pop(raw, "dataset", path),
             model=_strict(ModelConfig, raw.pop("model", None) or {}, f"{path}: model"),
             train=_strict(TrainConfig, raw.pop("train", None) or {}, f"{path}: train"),
-            build=raw.pop("build", None) or {},
+            build=_build_config(raw.pop("build", None) or {}, path),
             path=path,
         )
     except TypeError as err:
@@ -85,6 +117,22 @@ def load_network_config(name: str, folder: Path = BUILD_CONFIGS) -> NetworkConfi
         raise UserError(f"{path}: unknown keys {sorted(raw)}")
     if cfg.name != name:
         raise UserError(f"{path}: name {cfg.name!r} does not match the file name {name!r}")
+    return cfg
+
+
+def _build_config(values: dict, path: Path) -> BuildConfig:
+    values = dict(values)
+    verify = _strict(VerifyConfig, values.pop("verify", None) or {}, f"{path}: build.verify")
+    cfg = _strict(BuildConfig, values, f"{path}: build")
+    cfg = dataclasses.replace(cfg, verify=verify)
+    if cfg.board not in BOARDS:
+        raise UserError(
+            f"{path}: build.board {cfg.board!r} unknown; choose one of {sorted(BOARDS)}"
+        )
+    known = ("estimates",)
+    bad = [o for o in cfg.outputs if o not in known]
+    if bad:
+        raise UserError(f"{path}: build.outputs {bad} unknown; known: {list(known)}")
     return cfg
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from brevitas.core.restrict_val import RestrictValueType
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
-from maskbnn.models.quant import CommonActQuant, CommonWeightQuant, TensorNorm
 from torch import nn
+
+from maskbnn.models.quant import CommonActQuant, CommonWeightQuant, TensorNorm
 
 # (out_channels, max-pool after) at width 1x; upstream's CNV_OUT_CH_POOL.
 CONV_LAYERS = ((64, False), (64, True), (128, False), (128, True), (256, False), (256, False))

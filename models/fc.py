@@ -6,8 +6,9 @@ import math
 
 import torch
 from brevitas.nn import QuantIdentity, QuantLinear
-from maskbnn.models.quant import CommonActQuant, CommonWeightQuant, TensorNorm
 from torch import nn
+
+from maskbnn.models.quant import CommonActQuant, CommonWeightQuant, TensorNorm
 
 DROPOUT = 0.2
 

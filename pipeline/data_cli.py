@@ -12,9 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
-from maskbnn.pipeline.maskedface import CLASSES, LAYOUTS, scan
-
 from maskbnn.errors import UserError
+from maskbnn.pipeline.maskedface import CLASSES, LAYOUTS, scan
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,6 +90,7 @@ def sample(
     face-disjoint split, in the original layout (CMFD/, IMFD/). Preparing the copy with the same
     seed and test fraction puts every file back on the side it came from."""
     import numpy as np
+
     from maskbnn.pipeline.prepare import split_of
 
     layout, items, _ = scan(source)

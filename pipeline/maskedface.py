@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from maskbnn.pipeline.datasets import read_pickle_batch
 from PIL import Image
 
 from maskbnn.errors import UserError
+from maskbnn.pipeline.datasets import read_pickle_batch
 
 CLASSES = ("mask_correct", "nose_uncovered", "chin_uncovered", "nose_mouth_uncovered")
 # File-name suffix -> class index (original layout).

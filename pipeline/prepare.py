@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from maskbnn.pipeline.maskedface import CLASSES, Item, load_image, scan
 from tqdm import tqdm
 
 from maskbnn.errors import UserError
+from maskbnn.pipeline.maskedface import CLASSES, Item, load_image, scan
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")

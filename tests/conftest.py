@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,11 @@ import pytest
 from maskbnn.paths import REPO_ROOT, SAMPLE_DIR
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+# The board driver is its own distribution (driver/); import it from the source tree when the venv
+# does not have it installed.
+if str(REPO_ROOT / "driver") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "driver"))
 
 
 def shared_path(name: str) -> Path:
@@ -37,3 +43,49 @@ def small_original(tmp_path: Path) -> Path:
         for f in files:
             shutil.copyfile(f, out / sub / f.name)
     return out
+
+
+# --- export/build/verify (pipeline/export.py, build.py, verify.py) -----------------------------
+
+
+def calibrated_checkpoint(net: str, out: Path) -> Path:
+    """Trained weights when shipped, else random weights with BatchNorm statistics calibrated on
+    400 real images (train-mode forward passes), so activations are not degenerate."""
+    import torch
+
+    from maskbnn.models.checkpoint import PRETRAINED_DIR, save_checkpoint
+    from maskbnn.models.registry import get_network
+    from maskbnn.pipeline.datasets import load_dataset
+
+    shipped = PRETRAINED_DIR / f"{net}.tar"
+    if shipped.is_file():
+        return shipped
+    torch.manual_seed(0)
+    model, cfg = get_network(net)
+    x = load_dataset(cfg.dataset, SAMPLE_DIR, "all").x[:400]
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for s in range(0, len(x), 100):
+            model(torch.from_numpy(x[s : s + 100]).permute(0, 3, 1, 2).float() / 255.0)
+    path = out / f"{net}.tar"
+    save_checkpoint(path, {"state_dict": model.state_dict(), "network": net, "epoch": 0})
+    return path
+
+
+@pytest.fixture(scope="session")
+def built_025(tmp_path_factory) -> dict:
+    """mask_1w1a_0.25 exported and built once per session (about 20 s)."""
+    import torch
+
+    from maskbnn.pipeline.build import run_build
+    from maskbnn.pipeline.export import export_checkpoint
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("build025")
+    ckpt = calibrated_checkpoint("mask_1w1a_0.25", root)
+    exp = export_checkpoint("mask_1w1a_0.25", ckpt, root / "export")
+    summary = run_build("mask_1w1a_0.25", exp.topk, "Pynq-Z1", root / "Pynq-Z1")
+    return {"checkpoint": ckpt, "export": exp, "dir": root / "Pynq-Z1", "summary": summary}

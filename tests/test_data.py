@@ -10,6 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from maskbnn.cli import main
+from maskbnn.errors import UserError
 from maskbnn.pipeline.augment import random_crop_flip
 from maskbnn.pipeline.datasets import load_cifar10, load_mnist, load_prepared
 from maskbnn.pipeline.maskedface import (
@@ -21,10 +25,6 @@ from maskbnn.pipeline.maskedface import (
     scan,
 )
 from maskbnn.pipeline.prepare import PrepareParams, prepare, split_of
-from PIL import Image
-
-from maskbnn.cli import main
-from maskbnn.errors import UserError
 from tests.conftest import shared_path
 
 

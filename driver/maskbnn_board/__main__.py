@@ -1,0 +1,5 @@
+import sys
+
+from maskbnn_board.cli import main
+
+sys.exit(main())

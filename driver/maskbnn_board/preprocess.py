@@ -1,0 +1,102 @@
+"""Image pre-processing and MaskedFace-Net labels, repeated from the training pipeline.
+
+The board package may not import maskbnn, so the three pre-processing steps of
+``maskbnn.pipeline.maskedface.to_model_input`` and its file-name label rules live here again; a
+test feeds real images through both and requires identical arrays.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from maskbnn_board.errors import DriverError
+
+CLASSES = ("mask_correct", "nose_uncovered", "chin_uncovered", "nose_mouth_uncovered")
+# MaskedFace-Net file-name suffix (the face parts the mask covers) -> class index.
+SUFFIX_TO_CLASS = {"_Mask": 0, "_Mask_Mouth_Chin": 1, "_Mask_Nose_Mouth": 2, "_Mask_Chin": 3}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+_NAME_RE = re.compile(r"^(?P<prefix>.*?)(?P<suffix>_Mask(?:_Mouth_Chin|_Nose_Mouth|_Chin)?)$")
+
+
+def to_model_input(img: Image.Image, size: int = 32) -> np.ndarray:
+    """RGB, centre-crop to a square, Pillow bilinear resize to size x size -> uint8 HWC."""
+    try:
+        img = img.convert("RGB")
+    except ValueError as err:  # a mode Pillow cannot map to RGB: refuse rather than guess
+        raise DriverError(f"image mode {img.mode!r} cannot be converted to RGB ({err})") from err
+    w, h = img.size
+    if w != h:
+        s = min(w, h)
+        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def label_from_filename(path: str | Path) -> int | None:
+    """Class index from a MaskedFace-Net file name (``00001_Mask_Chin.jpg`` -> 3), else None."""
+    m = _NAME_RE.match(Path(path).stem)
+    return SUFFIX_TO_CLASS.get(m.group("suffix")) if m else None
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted); a UserError-style message if none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DriverError(f"image folder {folder} does not exist")
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not files:
+        raise DriverError(
+            f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); point --images at a "
+            "folder of MaskedFace-Net pictures"
+        )
+    return files
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An image that could not be used, and why."""
+
+    path: Path
+    reason: str
+
+
+def load_image(path: Path, size: int = 32) -> np.ndarray:
+    """Decode and pre-process one file; raises DriverError saying why it cannot be used."""
+    try:
+        with Image.open(path) as f:
+            f.load()  # a truncated file raises here instead of yielding grey pixels
+            return to_model_input(f, size)
+    except DriverError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise DriverError(f"unreadable image: {err}") from err
+
+
+def iter_batches(
+    files: list[Path], batch: int, size: int = 32
+) -> Iterator[tuple[list[Path], np.ndarray, list[Skipped]]]:
+    """Yield (files used, uint8 NHWC batch, files skipped) with up to ``batch`` images each."""
+    used: list[Path] = []
+    arrays: list[np.ndarray] = []
+    skipped: list[Skipped] = []
+    for p in files:
+        try:
+            arrays.append(load_image(p, size))
+            used.append(p)
+        except DriverError as err:
+            skipped.append(Skipped(p, str(err)))
+        if len(arrays) == batch:
+            yield used, np.stack(arrays), skipped
+            used, arrays, skipped = [], [], []
+    if arrays or skipped:
+        empty = np.zeros((0, size, size, 3), np.uint8)
+        yield used, np.stack(arrays) if arrays else empty, skipped

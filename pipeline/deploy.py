@@ -1,0 +1,554 @@
+"""Deploy step: assemble what a PYNQ board needs into one folder and one archive.
+
+Output (``build/deploy/<net>_<board>/`` and ``<net>_<board>.tar.gz`` beside it)::
+
+    README.md                         the three commands to run on the board
+    maskbnn_board-<v>-py3-none-any.whl the driver (numpy + pillow; pynq on the board)
+    samples/                          a few real MaskedFace-Net images
+    deploy/                           the deployment folder ``maskbnn-board --deploy`` reads
+        manifest.json                 sha256 of every file below, network, board, clock, checks
+        settings.json                 FINN+-style driver settings (+ a ``maskbnn`` section)
+        program.npz                   the hardware-graph program for the emulation backend
+        accelerator.bit/.hwh          only when a bitstream was built (needs Vivado)
+        golden/inputs.npy ...         pre-processed images, expected accelerator outputs, names
+
+Golden expected outputs are the hardware-graph program's outputs (the function `make verify`
+proves equal to Brevitas); the step refuses to deploy when their top-1 differs from the Brevitas
+model's on any golden image, so golden vectors and verification cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from maskbnn.errors import UserError, VerificationError
+from maskbnn.paths import BUILD_DIR, REPO_ROOT, SAMPLE_DIR
+from maskbnn.pipeline.maskedface import (
+    CLASSES,
+    IMAGE_EXTENSIONS,
+    label_from_filename,
+    to_model_input,
+)
+
+DRIVER_DIR = REPO_ROOT / "driver"
+FORMAT = "maskbnn-deploy/1"  # must equal maskbnn_board.deployment.FORMAT
+BOARDS = ("Pynq-Z1", "Pynq-Z2")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def _finn_environment() -> None:
+    """FINN+ refuses to import without FINN_BUILD_DIR; the project's finn_env owns that setup."""
+    try:
+        from maskbnn.pipeline import finn_env  # noqa: F401
+    except ImportError:  # finn_env not written yet: the one variable packing needs
+        import os
+
+        os.environ.setdefault("FINN_BUILD_DIR", str(BUILD_DIR / "finn"))
+        (BUILD_DIR / "finn").mkdir(parents=True, exist_ok=True)
+
+
+def settings_from_hw_model(model_path: Path, clock_mhz: float, dma: str = "iodma") -> dict:
+    """FINN+-style driver settings from a folded hardware (dataflow) graph.
+
+    FINN's own ``get_driver_shapes`` needs IODMA partitions, which only the Vivado flow inserts;
+    the folded shapes it reports are the first and last hardware node's, so we read those.
+    """
+    _finn_environment()
+    from finn.util.data_packing import finnpy_to_packed_bytearray
+    from qonnx.custom_op.registry import getCustomOp
+    from qonnx.util.basic import gen_finn_dt_tensor
+
+    from maskbnn.pipeline.hwgraph import load_dataflow_model
+
+    model = load_dataflow_model(Path(model_path))
+    nodes = list(model.graph.node)
+    if not nodes or any("fpgadataflow" not in (n.domain or "") for n in (nodes[0], nodes[-1])):
+        raise UserError(
+            f"{model_path}: first and last nodes must be FINN hardware layers (got "
+            f"{nodes[0].op_type if nodes else 'none'} ... {nodes[-1].op_type if nodes else 'none'}); "
+            "pass the folded dataflow-partition model of `make build`"
+        )
+    first, last = getCustomOp(nodes[0]), getCustomOp(nodes[-1])
+    io: dict = {}
+    for prefix, tensor, folded in (
+        ("i", model.graph.input[0].name, first.get_folded_input_shape()),
+        ("o", model.graph.output[0].name, last.get_folded_output_shape()),
+    ):
+        dt = model.get_tensor_datatype(tensor)
+        folded = tuple(int(v) for v in folded)
+        packed = finnpy_to_packed_bytearray(gen_finn_dt_tensor(dt, folded), dt).shape
+        io[f"{prefix}dt"] = [f"DataType['{dt.name}']"]
+        io[f"{prefix}shape_normal"] = [list(model.get_tensor_shape(tensor))]
+        io[f"{prefix}shape_folded"] = [list(folded)]
+        io[f"{prefix}shape_packed"] = [list(int(v) for v in packed)]
+    io.update({"idma_names": ["idma0"], "odma_names": ["odma0"], "num_inputs": 1, "num_outputs": 1})
+    output_kind = "label" if nodes[-1].op_type.startswith("LabelSelect") else "scores"
+    return {
+        "driver_information": {
+            "driver_type": "FINNDMAOverlay",
+            "platform": "zynq-iodma",
+            "fclk_mhz": clock_mhz,
+            "io_shape_dict": io,
+        },
+        "maskbnn": {
+            "output": output_kind,
+            "classes": list(CLASSES),
+            "image_size": int(io["ishape_normal"][0][1]),
+            "dma": dma,
+            "source_model": model_path.name,
+        },
+    }
+
+
+def settings_from_finn_driver(path: Path, clock_mhz: float) -> dict:
+    """FINN+'s make_driver settings.json (from a real bitstream build), plus our section."""
+    data = json.loads(Path(path).read_text())
+    info = data.get("driver_information", {})
+    io = info.get("io_shape_dict", {})
+    n_out = int(np.prod(io.get("oshape_normal", [[1, 1]])[0][1:]))
+    data["maskbnn"] = {
+        "output": "label" if n_out == 1 else "scores",
+        "classes": list(CLASSES),
+        "image_size": int(io.get("ishape_normal", [[1, 32]])[0][1]),
+        "dma": "iodma",
+    }
+    info.setdefault("fclk_mhz", clock_mhz)
+    return data
+
+
+# --- golden vectors ----------------------------------------------------------------------------
+
+
+def list_sample_images(folder: Path) -> list[Path]:
+    files = sorted(
+        p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
+    if not files:
+        raise UserError(f"{folder}: no images for the golden vectors")
+    names = [p.name for p in files]
+    if len(set(names)) != len(names):
+        raise UserError(f"{folder}: file names repeat; golden vectors are matched by file name")
+    return files
+
+
+def golden_inputs(files: list[Path], size: int = 32) -> np.ndarray:
+    """Pre-process with the training pipeline's function (the driver repeats it on the board)."""
+    out = np.empty((len(files), size, size, 3), np.uint8)
+    for i, p in enumerate(files):
+        with Image.open(p) as img:
+            img.load()
+            out[i] = to_model_input(img, size)
+    return out
+
+
+def load_program(path: Path):
+    """The hardware-graph program through the driver's own executor (numpy only)."""
+    if str(DRIVER_DIR) not in sys.path:
+        sys.path.insert(0, str(DRIVER_DIR))
+    try:
+        from maskbnn_board.hwexec import HardwareProgram
+    except ImportError as err:
+        raise UserError(
+            "driver/maskbnn_board/hwexec.py (the hardware-graph executor) is missing"
+        ) from err
+    return HardwareProgram.load(path)
+
+
+def brevitas_top1(
+    network: str, x: np.ndarray, checkpoint: Path | None, weights_hash: str | None
+) -> tuple[np.ndarray | None, str]:
+    """Top-1 of the Brevitas model on uint8 NHWC images, and which weights gave it.
+
+    Only weights whose hash equals the build's (``weights_hash``, from the export's file name) are
+    a valid reference; otherwise (None, reason).
+    """
+    import torch
+
+    from maskbnn.models.checkpoint import load_weights, pretrained_path
+    from maskbnn.models.registry import get_network
+    from maskbnn.pipeline.export import weights_hash as hash_of
+
+    try:
+        path = Path(checkpoint) if checkpoint else pretrained_path(network)
+    except UserError as err:
+        return None, f"not checked: {err}"
+    if not path.is_file():
+        return None, f"not checked: no weights at {path}"
+    model, _ = get_network(network)
+    load_weights(model, path, network)
+    model.eval()
+    digest = hash_of(model)
+    if weights_hash and digest != weights_hash:
+        return None, (
+            f"not checked: {path.name} has weights {digest}, the build was made from "
+            f"{weights_hash} (pass that checkpoint with --checkpoint)"
+        )
+    preds = []
+    with torch.no_grad():
+        for s in range(0, len(x), 250):
+            t = torch.from_numpy(x[s : s + 250]).permute(0, 3, 1, 2).float() / 255.0
+            preds.append(model(t).argmax(dim=1).numpy())
+    return np.concatenate(preds).astype(np.int64), f"{path.name} (weights {digest})"
+
+
+def build_weights_hash(build: Path) -> str | None:
+    """The weights hash of the export a build was made from (``<net>_<hash>.onnx``)."""
+    info = Path(build) / "build.json"
+    if not info.is_file():
+        return None
+    stem = Path(json.loads(info.read_text()).get("input", "")).stem
+    return stem.rsplit("_", 1)[-1] if "_" in stem else None
+
+
+def predictions_from_outputs(outputs: np.ndarray, output_kind: str) -> np.ndarray:
+    flat = outputs.reshape(len(outputs), -1)
+    return (flat[:, 0] if output_kind == "label" else np.argmax(flat, axis=1)).astype(np.int64)
+
+
+# --- assembling --------------------------------------------------------------------------------
+
+GOLDEN_FILES = {
+    "inputs": "golden/inputs.npy",
+    "expected": "golden/expected.npy",
+    "labels": "golden/labels.npy",
+    "names": "golden/names.json",
+}
+
+
+def write_manifest(dep: Path, meta: dict) -> dict:
+    """manifest.json for a deployment folder: ``meta`` plus the sha256 of every file in it."""
+    files = {
+        str(p.relative_to(dep)): {"sha256": sha256_of(p), "bytes": p.stat().st_size}
+        for p in sorted(dep.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+    manifest = {"format": FORMAT, **meta, "files": files}
+    (dep / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def build_wheel(out_dir: Path) -> Path:
+    """The driver wheel, built offline with this venv's setuptools from a copy of driver/ (pip
+    builds in the source tree, and driver/ should not collect build/ and egg-info leftovers)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".wheel-build"
+    shutil.rmtree(tmp, ignore_errors=True)
+    src = tmp / "driver"
+    shutil.copytree(
+        DRIVER_DIR, src, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info")
+    )
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+           "-w", str(tmp), str(src)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(tmp.glob("maskbnn_board-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise UserError(f"building the driver wheel failed:\n{proc.stderr[-2000:]}")
+    dest = out_dir / wheels[0].name
+    shutil.move(str(wheels[0]), dest)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def find_one(folder: Path, patterns: tuple[str, ...]) -> Path | None:
+    for pat in patterns:
+        hits = sorted(folder.rglob(pat)) if folder.is_dir() else []
+        if hits:
+            return hits[0]
+    return None
+
+
+BOARD_README = """# {net} on {board}: maskbnn board package
+
+Contents: `deploy/` (settings, golden vectors, emulation program{bit_note}), `samples/`
+({n_samples} real MaskedFace-Net images), the driver wheel `{wheel}`.
+
+On the board (PYNQ image, as root because PYNQ maps the FPGA and DMA memory):
+
+```
+pip3 install {wheel}
+maskbnn-board run --deploy deploy --images samples --golden
+maskbnn-board throughput --deploy deploy
+```
+
+The first command installs the driver (numpy and pillow; the board image already has pynq). The
+second loads the bitstream, runs the sample images and the {n_golden} golden vectors through the
+accelerator, and writes `maskbnn-board-results/predictions.csv` and `summary.json` (accuracy from the
+file names, exact agreement with the golden vectors; exit code 3 on any disagreement). The third
+prints images/s, latency and the host / transfer / compute split.
+
+{bit_status}
+
+Anywhere else (a laptop, CI): add `--backend emulate` to run the same driver path with the
+bit-exact software model of the accelerator.
+
+Built {date} for clock {clock} MHz. Files and sha256: `deploy/manifest.json`.
+"""
+
+
+def write_golden(
+    dep: Path,
+    settings: dict,
+    images: Path,
+    net: str,
+    checkpoint: Path | None,
+    weights_hash: str | None,
+) -> tuple[list[Path], dict]:
+    """golden/: real images pre-processed as in training, the program's outputs for them, labels
+    and names; the outputs' top-1 must equal the Brevitas model's. Returns (files, checks)."""
+    files = list_sample_images(images)
+    x = golden_inputs(files)
+    program_obj = load_program(dep / "program.npz")
+    io = settings["driver_information"]["io_shape_dict"]
+    want_in, want_odt = tuple(io["ishape_normal"][0][1:]), io["odt"][0]
+    if tuple(program_obj.input_shape) != want_in or f"'{program_obj.output_dtype}'" not in want_odt:
+        raise UserError(
+            f"the program ({program_obj.input_shape} in, {program_obj.output_dtype} out) and the "
+            f"settings ({want_in} in, {want_odt} out) come from different builds: re-run `make build`"
+        )
+    expected = np.asarray(program_obj.run(x))
+    out_normal = settings["driver_information"]["io_shape_dict"]["oshape_normal"][0][1:]
+    if expected.size != len(x) * int(np.prod(out_normal)):
+        raise UserError(
+            f"program outputs {expected.shape} do not match the settings' output shape {out_normal}"
+        )
+    expected = np.rint(expected).astype(np.int64).reshape(len(x), *out_normal)
+    kind = settings["maskbnn"]["output"]
+    pred = predictions_from_outputs(expected, kind)
+    labels = np.array([-1 if (lb := label_from_filename(p)) is None else lb for p in files])
+    reference, ref_note = brevitas_top1(net, x, checkpoint, weights_hash)
+    checks: dict = {"golden_images": len(x), "brevitas_reference": ref_note}
+    if reference is not None:
+        agree = pred == reference
+        checks["brevitas_top1_agreement"] = f"{int(agree.sum())}/{len(x)}"
+        if not agree.all():
+            bad = [files[i].name for i in np.flatnonzero(~agree)[:10]]
+            raise VerificationError(
+                f"golden outputs of the program disagree with the Brevitas model on "
+                f"{int((~agree).sum())} of {len(x)} images (first: {', '.join(bad)}); "
+                "run `make verify` to find the stage"
+            )
+    else:
+        print(
+            f"warning: golden outputs not cross-checked with Brevitas: {ref_note}", file=sys.stderr
+        )
+    known = labels >= 0
+    if known.any():
+        checks["golden_accuracy_percent"] = round(
+            100.0 * float((pred[known] == labels[known]).mean()), 3
+        )
+    np.save(dep / "golden" / "inputs.npy", x)
+    np.save(dep / "golden" / "expected.npy", expected)
+    np.save(dep / "golden" / "labels.npy", labels.astype(np.int64))
+    rel = [str(p.relative_to(images)) for p in files]
+    (dep / "golden" / "names.json").write_text(json.dumps(rel, indent=0) + "\n")
+    return files, checks
+
+
+def verification_check(
+    verification: Path | None, hw_model: Path | None, net: str, board: str
+) -> dict:
+    """The build's `make verify` report: it must have passed, on this very hardware graph."""
+    checks: dict = {}
+    if verification is not None and Path(verification).is_file():
+        v = json.loads(Path(verification).read_text())
+        checks["verification_report"] = {
+            "file": Path(verification).name,
+            "passed": v.get("passed"),
+            "images": v.get("images"),
+        }
+        if v.get("passed") is False:
+            raise VerificationError(f"{verification} reports a failed verification: not deploying")
+        if (
+            hw_model is not None
+            and Path(verification).stat().st_mtime < Path(hw_model).stat().st_mtime
+        ):
+            raise UserError(
+                f"{verification} is older than {Path(hw_model).name}: the build changed after "
+                f"it was verified; run `make verify NET={net} BOARD={board}` again"
+            )
+    return checks
+
+
+def deploy(
+    net: str,
+    board: str,
+    out_root: Path,
+    program: Path,
+    hw_model: Path | None = None,
+    finn_settings: Path | None = None,
+    bitstream: Path | None = None,
+    images: Path = SAMPLE_DIR,
+    n_samples: int = 16,
+    clock_mhz: float = 100.0,
+    checkpoint: Path | None = None,
+    verification: Path | None = None,
+    weights_hash: str | None = None,
+) -> dict:
+    """Assemble the deployment folder and archive; returns the manifest."""
+    t0 = time.perf_counter()
+    images = Path(images)
+    if board not in BOARDS:
+        raise UserError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
+    if not Path(program).is_file():
+        raise UserError(
+            f"no hardware-graph program at {program}: run `make build NET={net} BOARD={board}` "
+            "first (it writes the program the emulation backend and the golden vectors use)"
+        )
+    name = f"{net}_{board}"
+    out = Path(out_root) / name
+    shutil.rmtree(out, ignore_errors=True)
+    dep = out / "deploy"
+    (dep / "golden").mkdir(parents=True)
+
+    # settings: a real FINN driver's when a bitstream build produced one, else from the graph
+    if finn_settings is not None:
+        settings = settings_from_finn_driver(finn_settings, clock_mhz)
+    elif hw_model is not None:
+        settings = settings_from_hw_model(hw_model, clock_mhz)
+    else:
+        raise UserError("deploy needs --hw-model (folded hardware graph) or --finn-settings")
+    (dep / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+    shutil.copyfile(program, dep / "program.npz")
+    artifacts = {"settings": "settings.json", "program": "program.npz"}
+
+    if bitstream is not None:
+        hwh = Path(bitstream).with_suffix(".hwh")
+        if not Path(bitstream).is_file() or not hwh.is_file():
+            raise UserError(
+                f"bitstream {bitstream} needs its {hwh.name} beside it; both must exist"
+            )
+        shutil.copyfile(bitstream, dep / "accelerator.bit")
+        shutil.copyfile(hwh, dep / "accelerator.hwh")
+        artifacts.update({"bitstream": "accelerator.bit", "hwh": "accelerator.hwh"})
+
+    files, checks = write_golden(dep, settings, images, net, checkpoint, weights_hash)
+    checks.update(verification_check(verification, hw_model, net, board))
+
+    source = images.relative_to(REPO_ROOT) if images.is_relative_to(REPO_ROOT) else images.name
+    manifest = write_manifest(
+        dep,
+        {
+            "network": net,
+            "board": board,
+            "clock_mhz": clock_mhz,
+            "classes": list(CLASSES),
+            "artifacts": artifacts,
+            "golden": {**GOLDEN_FILES, "source": str(source)},
+            "checks": checks,
+        },
+    )
+
+    # a few sample images (per class, in file-name order) and the driver wheel
+    (out / "samples").mkdir()
+    per_class = max(1, n_samples // len(CLASSES))
+    taken: dict[int, int] = {}
+    for p in files:
+        lb = label_from_filename(p)
+        if taken.get(lb, 0) < per_class:
+            shutil.copyfile(p, out / "samples" / p.name)
+            taken[lb] = taken.get(lb, 0) + 1
+    wheel = build_wheel(out)
+    bit_status = (
+        "This package holds the accelerator bitstream."
+        if bitstream is not None
+        else "This package holds NO bitstream (it was built without Vivado), so `--backend pynq` "
+        "stops with a clear error. To run on the FPGA, build one on a machine with Vivado "
+        f"(`make docker-bitstream NET={net}`) and re-run `make deploy`; until then use the "
+        "emulation backend below."
+    )
+    (out / "README.md").write_text(
+        BOARD_README.format(
+            net=net,
+            board=board,
+            bit_note=", bitstream" if bitstream is not None else "",
+            n_samples=sum(taken.values()),
+            wheel=wheel.name,
+            n_golden=len(files),
+            bit_status=bit_status,
+            date=time.strftime("%Y-%m-%d"),
+            clock=clock_mhz,
+        )
+    )
+    archive = out.parent / f"{name}.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(out, arcname=name)
+    manifest["archive"] = str(archive)
+    manifest["seconds"] = round(time.perf_counter() - t0, 2)
+    return manifest
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--net", required=True, help="network name, e.g. mask_1w1a_0.25")
+    p.add_argument("--board", default="Pynq-Z1", choices=BOARDS)
+    p.add_argument("--build-dir", type=Path, help="where the build left its artifacts "
+                   "(default build/<net>/<board>)")  # fmt: skip
+    p.add_argument("--program", type=Path, help="hardware-graph program .npz (default: searched "
+                   "in the build dir)")  # fmt: skip
+    p.add_argument("--hw-model", type=Path, help="folded hardware-graph ONNX for the settings")
+    p.add_argument("--finn-settings", type=Path, help="settings.json of FINN's make_driver step")
+    p.add_argument("--bitstream", type=Path, help=".bit with its .hwh beside it (default: "
+                   "searched in the build dir; none is fine)")  # fmt: skip
+    p.add_argument("--images", type=Path, default=SAMPLE_DIR, help="images for golden vectors")
+    p.add_argument("--samples", type=int, default=16, help="sample images to ship (default 16)")
+    p.add_argument("--clock-mhz", type=float, default=100.0)
+    p.add_argument("--checkpoint", type=Path, help="weights for the Brevitas cross-check "
+                   "(default: the shipped pretrained weights)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=BUILD_DIR / "deploy")
+
+
+def run(args: argparse.Namespace) -> int:
+    build = args.build_dir or BUILD_DIR / args.net / args.board
+    hw_model = args.hw_model or build / "hw_model.onnx"
+    if args.finn_settings is None and not hw_model.is_file():
+        raise UserError(
+            f"no hardware graph at {hw_model}: run `make build NET={args.net} BOARD={args.board}` "
+            "(and `make verify`) first"
+        )
+    program = args.program or build / "program.npz"
+    if not program.is_file() and hw_model.is_file():
+        from maskbnn.pipeline.hwgraph import export_program
+
+        export_program(hw_model, program)
+    bitstream = args.bitstream or find_one(build, ("*.bit",))
+    manifest = deploy(
+        args.net,
+        args.board,
+        args.out,
+        program,
+        hw_model=hw_model if args.finn_settings is None else None,
+        finn_settings=args.finn_settings,
+        bitstream=bitstream,
+        images=args.images,
+        n_samples=args.samples,
+        clock_mhz=args.clock_mhz,
+        checkpoint=args.checkpoint,
+        verification=find_one(build, ("verification*.json", "verify*.json")),
+        weights_hash=build_weights_hash(build),
+    )
+    print(json.dumps(manifest["checks"], indent=2))
+    print(f"wrote {manifest['archive']} ({manifest['seconds']} s)")
+    return 0

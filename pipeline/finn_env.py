@@ -1,0 +1,85 @@
+"""FINN's environment, owned in one place: import this module before any `finn` import.
+
+FINN+ 1.6.1 reads its settings and tool locations from environment variables at import and run
+time. We set them once here, inside the repository's build folder, so that nothing is written to
+``~/.finn`` and generated compile commands get real paths:
+
+- ``FINN_BUILD_DIR`` / ``FINN_SETTINGS``: FINN's scratch folder and settings file, in build/finn/;
+- ``FINN_CUSTOM_HLS`` / ``FINN_RTLLIB``: folders inside the installed wheel (unset, the generated
+  ``-I$FINN_CUSTOM_HLS`` swallows the next compiler flag);
+- ``finn.builder.build_dataflow_steps`` imports ``SimEngine`` from ``finn.xsi`` for a type
+  annotation only, and ``finn.xsi``'s lazy loader raises without Vivado. We bind a placeholder so
+  the build steps that need no simulator import (see ../shared/notes/finn-offline.md).
+
+Tools FINN cannot run without (Vivado, Vitis HLS) are checked with `require_tool`, which raises a
+MissingToolError saying what to install or which Docker route to take.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from maskbnn.errors import MissingToolError
+from maskbnn.paths import BUILD_DIR
+
+FINN_HOME = BUILD_DIR / "finn"
+
+# tool -> (executable, environment variables that name its install root)
+TOOLS = {
+    "vivado": ("vivado", ("XILINX_VIVADO",)),
+    "vitis_hls": ("vitis_hls", ("XILINX_HLS", "XILINX_VITIS")),
+}
+
+
+def finn_package_dir() -> Path:
+    spec = importlib.util.find_spec("finn")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingToolError(
+            "FINN+ (pip package finn-plus) is not installed in this environment; run `make setup`"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def configure() -> Path:
+    """Set FINN's environment variables (idempotent); returns FINN's build folder."""
+    FINN_HOME.mkdir(parents=True, exist_ok=True)
+    pkg = finn_package_dir()
+    os.environ.setdefault("FINN_BUILD_DIR", str(FINN_HOME))
+    Path(os.environ["FINN_BUILD_DIR"]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FINN_SETTINGS", str(FINN_HOME / "settings.yaml"))
+    os.environ.setdefault("FINN_CUSTOM_HLS", str(pkg / "custom_hls"))
+    os.environ.setdefault("FINN_RTLLIB", str(pkg / "finn-rtllib"))
+    if not os.environ.get("XILINX_VIVADO"):
+        import finn.xsi
+
+        # Only a type annotation in build_dataflow_steps uses SimEngine; binding the name stops
+        # finn.xsi's lazy loader from demanding Vivado at import time.
+        if "SimEngine" not in vars(finn.xsi):
+            finn.xsi.SimEngine = object
+    return Path(os.environ["FINN_BUILD_DIR"])
+
+
+def tool_available(tool: str) -> bool:
+    exe, env_vars = TOOLS[tool]
+    return shutil.which(exe) is not None and any(os.environ.get(v) for v in env_vars)
+
+
+def require_tool(tool: str, net: str = "<net>") -> None:
+    """Raise MissingToolError unless `tool` ("vivado" or "vitis_hls") is installed and configured."""
+    if tool not in TOOLS:
+        raise ValueError(f"unknown tool {tool!r}; known: {', '.join(TOOLS)}")
+    if tool_available(tool):
+        return
+    exe, env_vars = TOOLS[tool]
+    raise MissingToolError(
+        f"this step needs {exe} (AMD/Xilinx {tool.replace('_', ' ').title()}), which is not on "
+        f"this machine: put it on PATH and set {' or '.join(env_vars)} to its install folder "
+        f"(source its settings64.sh), or build in the Vivado container with "
+        f"`make docker-bitstream NET={net}`"
+    )
+
+
+configure()

@@ -1,0 +1,135 @@
+"""`maskbnn fold`: write the folding file that maximises FINN's estimated FPS within a budget.
+
+The result is checked the way the build will use it: the file is applied to the hardware graph
+with the build's own steps and FINN's estimate reports, and those numbers are printed (and must
+agree with the optimizer's and stay within the budget, else it is a bug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from maskbnn.config import BOARDS, load_network_config
+from maskbnn.errors import UserError
+from maskbnn.paths import BUILD_CONFIGS, BUILD_DIR
+from maskbnn.pipeline import fold_optimizer as fo
+from maskbnn.pipeline.export import rel
+
+RECORDS = "folding_records.json"
+
+
+def default_out(net: str, board: str) -> Path:
+    return BUILD_CONFIGS / "folding" / f"{net}_{board}.json"
+
+
+def fold(
+    net: str,
+    board: str,
+    out: Path,
+    clock_ns: float | None = None,
+    lut_fraction: float = fo.DEFAULT_LUT_FRACTION,
+    bram_fraction: float = fo.DEFAULT_BRAM_FRACTION,
+    target_fps: float | None = None,
+    rebuild_graph: bool = False,
+    max_simd: int | None = None,
+) -> dict:
+    """Optimise, write the folding file, re-estimate it through the build's steps; the record."""
+    cfg = load_network_config(net)
+    clock_ns = cfg.build.clock_ns if clock_ns is None else clock_ns
+    graph = fo.hardware_graph(net, board, rebuild_graph)
+    out = Path(out)
+    try:
+        result = fo.optimize(
+            fo.load_graph(graph),
+            net,
+            board,
+            clock_ns,
+            lut_fraction,
+            bram_fraction,
+            target_fps,
+            max_simd,
+        )
+    except UserError as err:
+        best = getattr(err, "result", None)
+        if best is not None:  # keep the best folding found next to the requested file
+            path = fo.write_folding(best, out.with_suffix(".best.json"))
+            raise UserError(f"{err}\nthe best folding found is in {rel(path)}") from None
+        raise
+    fo.write_folding(result, out)
+    est = fo.finn_estimates(graph, out, board, clock_ns, BUILD_DIR / "fold" / net / board / "check")
+    t = est["total"]
+    record = {
+        **result.summary(),
+        "folding": rel(out),
+        "graph": rel(graph),
+        "finn": {
+            "fps": round(t["fps"], 1),
+            "max_cycles": t["max_cycles"],
+            "LUT": t["LUT"],
+            "BRAM_18K": t["BRAM_18K"],
+            "DSP": t["DSP"],
+            "bottleneck": t["bottleneck"],
+        },
+    }
+    if t["LUT"] > result.budget.lut or t["BRAM_18K"] > result.budget.bram18:
+        raise RuntimeError(f"FINN's estimates of {out} exceed the budget: {record}")
+    if out.resolve().parent == (BUILD_CONFIGS / "folding").resolve():
+        update_records(out.parent, record)
+    return record
+
+
+def update_records(folder: Path, record: dict) -> Path:
+    """Keep what each committed folding file reproduces (tests re-estimate and compare) in
+    folding_records.json, and the same as a table in README.md."""
+    path = folder / RECORDS
+    rows = json.loads(path.read_text()) if path.is_file() else []
+    rows = [r for r in rows if (r["network"], r["board"]) != (record["network"], record["board"])]
+    rows = sorted([*rows, record], key=lambda r: (r["network"], r["board"]))
+    path.write_text(json.dumps(rows, indent=2) + "\n")
+    lines = [
+        "# Folding files written by `maskbnn fold`",
+        "",
+        "FINN estimates of each file through the build's steps (100 MHz unless noted), budget "
+        "85% LUT / 95% BRAM of the xc7z020. Regenerate: `maskbnn fold --network NET --board B`.",
+        "",
+        "| file | FPS | max cycles | bottleneck | LUT | BRAM18 | next step blocked by |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        f = r["finn"]
+        lines.append(
+            f"| {Path(r['folding']).name} | {f['fps']:,.0f} | {f['max_cycles']:,} | "
+            f"{f['bottleneck']} | {f['LUT']:,.0f} | {f['BRAM_18K']:,.0f} | {r['binding']} |"
+        )
+    (folder / "README.md").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--network", "--net", dest="network", required=True, help="e.g. mask_1w1a")
+    p.add_argument("--board", required=True, choices=sorted(BOARDS))
+    p.add_argument("--clock-ns", type=float, help="clock period (default: the config's, 10 ns)")
+    p.add_argument("--lut-budget", type=float, default=fo.DEFAULT_LUT_FRACTION,
+                   help="fraction of the device's LUTs (default 0.85)")  # fmt: skip
+    p.add_argument("--bram-budget", type=float, default=fo.DEFAULT_BRAM_FRACTION,
+                   help="fraction of the device's BRAM (default 0.95)")  # fmt: skip
+    p.add_argument("--target-fps", type=float, help="fail (exit 2) when this cannot be reached")
+    p.add_argument("--out", type=Path, help="default build_configs/folding/<net>_<board>.json")
+    p.add_argument("--max-simd", type=int, help="cap MVAU SIMD (default: legality rules only)")
+    p.add_argument("--rebuild-graph", action="store_true", help="re-run FINN to specialize_layers")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out or default_out(args.network, args.board)
+    rec = fold(args.network, args.board, out, args.clock_ns, args.lut_budget, args.bram_budget,
+               args.target_fps, args.rebuild_graph, args.max_simd)  # fmt: skip
+    f = rec["finn"]
+    print(
+        f"wrote {rec['folding']}: {f['fps']:,.0f} FPS at {1000 / rec['clock_ns']:.0f} MHz, "
+        f"LUT {f['LUT']:,.0f}/{rec['budget']['LUT']:,}, BRAM18 {f['BRAM_18K']:,.0f}/"
+        f"{rec['budget']['BRAM_18K']}, bottleneck {f['bottleneck']}; {rec['binding']} binds"
+    )
+    print(json.dumps(rec, indent=2))
+    return 0

@@ -1,0 +1,144 @@
+"""Folding files: FINN's JSON (node name -> PE, SIMD, ...), checked before FINN applies them.
+
+FINN's ApplyConfig only warns about a node name it does not know and asserts deep inside code
+generation when PE or SIMD do not divide the matrix; we refuse such a file up front, listing the
+valid node names and the legal values of every attribute that is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from maskbnn.errors import UserError
+from maskbnn.pipeline.hwgraph import base_op
+
+# attribute -> node attribute that it must divide, per FINN layer (op type without _hls/_rtl)
+DIVIDES = {
+    "MVAU": {"PE": "MH", "SIMD": "MW"},
+    "VVAU": {"PE": "Channels"},
+    "Thresholding": {"PE": "NumChannels"},
+    "ConvolutionInputGenerator": {"SIMD": "IFMChannels"},
+    "Pool": {"PE": "Channels"},
+    "StreamingMaxPool": {"PE": "NumChannels"},
+    "LabelSelect": {"PE": "Labels"},
+    "FMPadding": {"SIMD": "NumChannels"},
+}
+# Other attributes FINN's folding files carry, accepted as they are.
+PASSTHROUGH = {"ram_style", "ram_style_thresholds", "resType", "mem_mode", "parallel_window",
+               "runtime_writeable_weights", "depth", "impl_style", "mac_resource",
+               "depth_trigger_uram", "depth_trigger_bram", "preferred_impl_style"}  # fmt: skip
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def load_folding(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"folding file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"folding file {path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"folding file {path} must hold a JSON object of node name -> attributes")
+    return data
+
+
+def folding_problems(model, folding: dict) -> list[str]:
+    """Everything wrong with `folding` for the specialised hardware graph `model` (empty if fine)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    nodes = {n.name: n for n in model.graph.node}
+    problems: list[str] = []
+    unknown = sorted(k for k in folding if k != "Defaults" and k not in nodes)
+    if unknown:
+        problems.append(
+            f"unknown node names {unknown}; the hardware graph's nodes are: {', '.join(nodes)}"
+        )
+
+    def value(name: str, attr: str) -> int | None:
+        entry = folding.get(name, {})
+        if attr in entry:
+            return int(entry[attr])
+        node = nodes[name]
+        return int(getCustomOp(node).get_nodeattr(attr)) if _has_attr(node, attr) else None
+
+    for name, node in nodes.items():
+        entry = folding.get(name)
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            problems.append(f"{name}: expected an object of attributes, got {entry!r}")
+            continue
+        op = base_op(node.op_type)
+        rules = DIVIDES.get(op, {})
+        inst = getCustomOp(node)
+        for attr, val in entry.items():
+            if attr in rules:
+                total = int(inst.get_nodeattr(rules[attr]))
+                if not isinstance(val, int) or val < 1 or total % val:
+                    problems.append(
+                        f"{name}: {attr}={val} must divide {rules[attr]}={total}; legal: "
+                        f"{divisors(total)}"
+                    )
+            elif attr not in PASSTHROUGH:
+                problems.append(
+                    f"{name}: attribute {attr!r} is not a folding attribute of {op}; "
+                    f"use {sorted(rules) + sorted(PASSTHROUGH)}"
+                )
+    # Coupling: a sliding-window generator streams SIMD channels per cycle into its consumer.
+    for name, node in nodes.items():
+        if base_op(node.op_type) != "ConvolutionInputGenerator":
+            continue
+        consumers = model.find_consumers(node.output[0]) or []
+        if not consumers:
+            continue
+        cons = consumers[0]
+        if name not in folding and cons.name not in folding:
+            continue  # neither side set by this file
+        cop = base_op(cons.op_type)
+        swg_simd = value(name, "SIMD")
+        ch = int(getCustomOp(node).get_nodeattr("IFMChannels"))
+        pw = folding.get(name, {}).get("parallel_window", None)
+        if pw and swg_simd != ch:
+            problems.append(f"{name}: parallel_window=1 needs SIMD={ch} (all channels)")
+        if cop == "Pool":
+            pe = value(cons.name, "PE")
+            if swg_simd != pe:
+                problems.append(
+                    f"{name} -> {cons.name}: the window generator's SIMD ({swg_simd}) must equal "
+                    f"the pool's PE ({pe}); legal pairs: {divisors(ch)}"
+                )
+        elif cop == "MVAU":
+            simd = value(cons.name, "SIMD")
+            mw = int(getCustomOp(cons).get_nodeattr("MW"))
+            if simd is not None and swg_simd is not None and simd % swg_simd:
+                legal = [s for s in divisors(mw) if s % swg_simd == 0]
+                problems.append(
+                    f"{name} -> {cons.name}: the MVAU's SIMD ({simd}) must be a multiple of the "
+                    f"window generator's SIMD ({swg_simd}) so whole stream words feed it; legal "
+                    f"MVAU SIMD: {legal}"
+                )
+    return problems
+
+
+def validate_folding(model, path: Path) -> dict:
+    """Load and check a folding file against the hardware graph; UserError listing every problem."""
+    folding = load_folding(path)
+    problems = folding_problems(model, folding)
+    if problems:
+        raise UserError(f"folding file {path} is not valid:\n  " + "\n  ".join(problems))
+    return folding
+
+
+def _has_attr(node, attr: str) -> bool:
+    from qonnx.custom_op.registry import getCustomOp
+
+    try:
+        getCustomOp(node).get_nodeattr(attr)
+        return True
+    except (AttributeError, KeyError, Exception):
+        return False

@@ -1,0 +1,324 @@
+"""`maskbnn train`: train or evaluate a network with brevitas_bnn_pynq_train's flags.
+
+maskbnn train --network mask_1w1a_0.25 --datadir DIR [--epochs N] [--resume CKPT]
+maskbnn train --evaluate --network NET (--pretrained | --resume CKPT) --datadir DIR
+              [--eval-split all] [--metrics-json OUT]
+
+Each training run writes, in <experiments>/<network>_<timestamp>/: checkpoints/{checkpoint,best}.tar,
+log.txt, metrics.json, training_curve.png and confusion.png. Validation is on the test split of the
+data (the face-disjoint one for MaskedFace-Net); metrics.json reports the last epoch's weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from maskbnn.config import NetworkConfig, load_network_config
+from maskbnn.errors import UserError
+from maskbnn.paths import SAMPLE_DIR
+
+SPLITS = ("train", "test", "all")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--network", required=True, help="a name from build_configs/")
+    p.add_argument("--experiments", type=Path, default=Path("build/experiments"))
+    p.add_argument("--datadir", type=Path, help="default: the shipped MaskedFace-Net sample")
+    p.add_argument("--evaluate", action="store_true", help="evaluate only, no training")
+    p.add_argument("--resume", type=Path, help="checkpoint to continue from (or to evaluate)")
+    p.add_argument("--pretrained", action="store_true", help="start from the shipped weights")
+    p.add_argument("--epochs", type=int, help="default: the network's config")
+    p.add_argument("--batch_size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optim", help="ADAM or SGD")
+    p.add_argument("--loss", help="SqrHinge (default) or CrossEntropy")
+    p.add_argument("--scheduler", help="FIXED (halve every 40 epochs, as upstream), STEP, COSINE")
+    p.add_argument("--milestones", help="STEP epochs, comma separated, e.g. 100,150,200,250")
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight_decay", type=float)
+    p.add_argument("--random_seed", type=int)
+    p.add_argument("--gpus", help="upstream's GPU list; this build trains on the CPU only")
+    p.add_argument("--dry_run", action="store_true", help="write no files")
+    p.add_argument(
+        "--num_workers",
+        type=int,
+        default=0,
+        help="accepted for compatibility: data is in memory and augmented in batches, no workers",
+    )
+    p.add_argument("--log_freq", type=int, default=10, help="batches between progress updates")
+    p.add_argument(
+        "--strict",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="strict state-dict loading (default on; --no-strict to relax)",
+    )
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    p.add_argument("--eval-split", choices=SPLITS, default="test")
+    p.add_argument("--metrics-json", type=Path, help="where --evaluate writes its metrics")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--limit", type=int, help="use only the first N training images (smoke tests)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+    p.add_argument(
+        "--no-fast-binary",
+        dest="fast_binary",
+        action="store_false",
+        default=True,
+        help="train through Brevitas' own 1-bit quantisers (same math, slower)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    cfg = load_network_config(args.network)
+    if args.gpus not in (None, "", "None"):
+        raise UserError("--gpus: this build trains on the CPU only; leave --gpus out")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.pretrained and args.resume:
+        raise UserError("use either --pretrained or --resume, not both")
+    datadir = args.datadir
+    if datadir is None:
+        if cfg.dataset != "maskedface":
+            raise UserError(f"{cfg.name} trains on {cfg.dataset}: pass --datadir")
+        datadir = SAMPLE_DIR
+    if not Path(datadir).exists():
+        raise UserError(f"--datadir {datadir} does not exist")
+    if args.evaluate:
+        return _evaluate(args, cfg, Path(datadir))
+    return _train(args, cfg, Path(datadir))
+
+
+# --- evaluation --------------------------------------------------------------------------------
+def _evaluate(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
+    from maskbnn.models.checkpoint import load_weights, pretrained_path
+    from maskbnn.models.registry import build_model
+    from maskbnn.pipeline.plots import plot_confusion
+    from maskbnn.pipeline.trainer import evaluate_model
+
+    if not (args.pretrained or args.resume):
+        raise UserError("--evaluate needs weights: --pretrained or --resume CKPT")
+    weights = pretrained_path(cfg.name) if args.pretrained else args.resume
+    model = build_model(cfg.model)
+    load_weights(model, weights, cfg.name, strict=args.strict)
+    data = load_eval_data(cfg, datadir, args.eval_split)
+    t0 = time.perf_counter()
+    m = evaluate_model(model, data, data.classes, progress=args.progress)
+    m |= {
+        "network": cfg.name,
+        "weights": str(weights),
+        "datadir": str(datadir),
+        "split": args.eval_split,
+        "classes": list(data.classes),
+        "seconds": time.perf_counter() - t0,
+    }
+    print(f"{cfg.name} on {datadir} ({args.eval_split}): top1 {m['top1']:.2f}% of {m['n']} images")
+    for name, acc in m["per_class"].items():
+        print(f"  {name:<22} {acc:6.2f}%" if acc is not None else f"  {name:<22}    n/a")
+    if not args.dry_run:
+        out = args.metrics_json or args.experiments / f"eval_{cfg.name}_{args.eval_split}.json"
+        _write_json(out, m)
+        png = plot_confusion(
+            m["confusion"], data.classes, out.with_suffix(".confusion.png"), cfg.name
+        )
+        print(f"metrics: {out}\nconfusion matrix: {png}")
+    return 0
+
+
+def load_eval_data(cfg: NetworkConfig, datadir: Path, split: str):
+    """The images to evaluate on. For a raw MaskedFace-Net folder and split 'all' that is every
+    readable image (the data stage balances classes, which would leave some out); train/test are
+    the data stage's face-disjoint sides."""
+    from maskbnn.pipeline.datasets import ArrayDataset, load_dataset
+
+    if cfg.dataset == "maskedface" and split == "all" and not (datadir / "dataset.npz").is_file():
+        from maskbnn.pipeline.maskedface import CLASSES, load_image, scan
+
+        _, items, skipped = scan(datadir)
+
+        def read(item):
+            try:
+                return load_image(item, cfg.model.image_size)
+            except Exception as err:  # corrupt image: counted and reported, not fatal
+                skipped.append({"file": item.name, "reason": f"{type(err).__name__}: {err}"})
+                return None
+
+        with ThreadPoolExecutor(2) as pool:
+            pixels = list(pool.map(read, items))
+        keep = [i for i, px in enumerate(pixels) if px is not None]
+        if skipped:
+            print(f"skipped {len(skipped)} unreadable or unlabelled files", file=sys.stderr)
+        if not keep:
+            raise UserError(f"{datadir}: no readable images to evaluate")
+        return ArrayDataset(
+            np.stack([pixels[i] for i in keep]),
+            np.array([items[i].label for i in keep], np.int64),
+            CLASSES,
+            tuple(items[i].name for i in keep),
+        )
+    return load_dataset(cfg.dataset, datadir, split, cfg.model.image_size)
+
+
+# --- training ----------------------------------------------------------------------------------
+def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
+    import torch
+
+    from maskbnn.models.checkpoint import load_weights, pretrained_path, read_checkpoint
+    from maskbnn.models.registry import build_model
+    from maskbnn.pipeline.datasets import load_dataset
+    from maskbnn.pipeline.plots import plot_confusion, plot_training_curve
+    from maskbnn.pipeline.trainer import (
+        Checkpoints,
+        ClipWeights,
+        Trainer,
+        make_loss,
+        make_optimizer,
+        make_scheduler,
+    )
+
+    ckpt = None
+    if args.resume:
+        ckpt = read_checkpoint(args.resume)
+        saved = ckpt.get("network")
+        if saved != cfg.name:
+            raise UserError(
+                f"--resume {args.resume} is a checkpoint of {saved!r}; it cannot continue a "
+                f"{cfg.name!r} run (pass --network {saved})"
+                if saved
+                else f"--resume {args.resume} names no network; it cannot be resumed"
+            )
+        if "optim_dict" not in ckpt:
+            raise UserError(f"--resume {args.resume} holds weights only (no optimizer state)")
+    t = cfg.train
+    saved_hp = (ckpt or {}).get("hparams", {})
+
+    def pick(flag, name):  # flag > the resumed run's value > the config
+        return flag if flag is not None else saved_hp.get(name, getattr(t, name))
+
+    hp = {
+        "epochs": pick(args.epochs, "epochs"),
+        "batch_size": pick(args.batch_size, "batch_size"),
+        "lr": pick(args.lr, "lr"),
+        "optim": pick(args.optim, "optim"),
+        "loss": pick(args.loss, "loss"),
+        "scheduler": pick(args.scheduler, "scheduler"),
+        "milestones": (
+            [int(m) for m in args.milestones.split(",")]
+            if args.milestones
+            else list(saved_hp.get("milestones", t.milestones))
+        ),
+        "momentum": pick(args.momentum, "momentum"),
+        "weight_decay": pick(args.weight_decay, "weight_decay"),
+        "random_seed": pick(args.random_seed, "random_seed"),
+        "augment": pick(args.augment, "augment"),
+        "warmup_epochs": pick(None, "warmup_epochs"),
+    }
+    if hp["epochs"] < 1 or hp["batch_size"] < 2:
+        raise UserError("--epochs must be >= 1 and --batch_size >= 2")
+
+    train = load_dataset(cfg.dataset, datadir, "train", cfg.model.image_size)
+    test = load_dataset(cfg.dataset, datadir, "test", cfg.model.image_size)
+    if args.limit:
+        train = type(train)(train.x[: args.limit], train.y[: args.limit], train.classes)
+    if len(train) < 2:
+        raise UserError(f"{datadir}: the train split has {len(train)} images; need at least 2")
+
+    torch.manual_seed(hp["random_seed"])
+    model = build_model(cfg.model)
+    if args.pretrained:
+        load_weights(model, pretrained_path(cfg.name), cfg.name, strict=args.strict)
+    optimizer = make_optimizer(
+        hp["optim"], model.parameters(), hp["lr"], hp["weight_decay"], hp["momentum"]
+    )
+    scheduler = make_scheduler(
+        hp["scheduler"], optimizer, hp["epochs"], hp["milestones"], hp["warmup_epochs"]
+    )
+
+    if ckpt is not None:
+        ck = Path(args.resume).resolve().parent
+        run_dir = ck.parent if ck.name == "checkpoints" else ck
+    else:
+        stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+        run_dir = args.experiments / f"{cfg.name}_{stamp}"
+    logfile = None if args.dry_run else run_dir / "log.txt"
+    if logfile:
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        if logfile:
+            with open(logfile, "a") as f:
+                f.write(line + "\n")
+
+    command = shlex.join(["maskbnn", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else ""
+    hooks = [ClipWeights(-1.0, 1.0)]
+    if not args.dry_run:
+        extra = {"hparams": hp, "datadir": str(datadir), "classes": list(train.classes)}
+        hooks.append(Checkpoints(run_dir / "checkpoints", cfg.name, extra))
+    trainer = Trainer(
+        model,
+        make_loss(hp["loss"], cfg.model.num_classes),
+        optimizer,
+        scheduler,
+        train.classes,
+        batch_size=hp["batch_size"],
+        augment=hp["augment"],
+        seed=hp["random_seed"],
+        hooks=hooks,
+        log=log,
+        log_freq=args.log_freq,
+        progress=args.progress,
+        fast=args.fast_binary,
+    )
+    start = 1
+    if ckpt is not None:
+        load_weights(model, args.resume, cfg.name, strict=args.strict)
+        start = trainer.load_state(ckpt)
+        log(f"resuming {cfg.name} at epoch {start} of {hp['epochs']} from {args.resume}")
+    else:
+        log(f"training {cfg.name} on {datadir}: {len(train)} train, {len(test)} test images")
+    log(f"command: {command}")
+    log(f"hyper-parameters: {json.dumps(hp)}; torch threads {torch.get_num_threads()}")
+    if start > hp["epochs"]:
+        log(f"nothing to do: the checkpoint already finished epoch {start - 1}")
+    t0 = time.perf_counter()
+    result = trainer.fit(train, test, hp["epochs"], start_epoch=start)
+    final = trainer.evaluate(test, desc="final eval")
+    metrics = {
+        "network": cfg.name,
+        "command": command,
+        "datadir": str(datadir),
+        "n_train": len(train),
+        "hparams": hp,
+        "epochs": hp["epochs"],
+        "best_val_acc": result["best_val_acc"],
+        "train_seconds_total": sum(r["train_seconds"] for r in trainer.history),
+        "wall_seconds_this_session": time.perf_counter() - t0,
+        "test": final,  # the last epoch's weights on the test split
+        "history": trainer.history,
+    }
+    log(f"final (last epoch) test top1 {final['top1']:.2f}% of {final['n']} images")
+    if not args.dry_run:
+        _write_json(run_dir / "metrics.json", metrics)
+        if args.metrics_json:
+            _write_json(args.metrics_json, metrics)
+        if trainer.history:
+            plot_training_curve(trainer.history, run_dir / "training_curve.png", cfg.name)
+        plot_confusion(final["confusion"], train.classes, run_dir / "confusion.png", cfg.name)
+        log(f"run folder: {run_dir}")
+    return 0
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")

@@ -1,0 +1,327 @@
+"""A small trainer: `fit` and `evaluate` return dicts; weight clipping, checkpointing and logging
+are hooks. Data stays in memory as one uint8 tensor, batches are gathered and augmented in one go,
+so a step costs the network's forward/backward and little else (no DataLoader, no per-image PIL).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from maskbnn.errors import UserError
+from maskbnn.models.checkpoint import save_checkpoint
+from maskbnn.models.quant import SqrHingeLoss
+from maskbnn.pipeline.augment import random_crop_flip
+from maskbnn.pipeline.datasets import ArrayDataset
+from maskbnn.pipeline.fast_binary import fast_binary
+from maskbnn.pipeline.metrics import Accumulator
+
+EVAL_BATCH = 500
+
+
+def to_tensors(data: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 NHWC array -> uint8 NCHW tensor (converted once, not per batch) and int64 labels."""
+    x = torch.from_numpy(np.ascontiguousarray(data.x.transpose(0, 3, 1, 2)))
+    return x, torch.from_numpy(np.asarray(data.y, dtype=np.int64))
+
+
+def make_loss(name: str, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """SqrHinge (upstream default: targets are +-1 one-hot) or CrossEntropy on class indices."""
+    if name.lower() == "sqrhinge":
+        hinge = SqrHingeLoss()
+
+        def sqr_hinge(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            target = torch.full((len(y), num_classes), -1.0)
+            target.scatter_(1, y[:, None], 1.0)
+            return hinge(out, target)
+
+        return sqr_hinge
+    if name.lower() == "crossentropy":
+        return nn.CrossEntropyLoss()
+    raise UserError(f"unknown loss {name!r}; use SqrHinge or CrossEntropy")
+
+
+def make_optimizer(
+    name: str, params, lr: float, weight_decay: float, momentum: float
+) -> torch.optim.Optimizer:
+    if name.upper() == "ADAM":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name.upper() == "SGD":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise UserError(f"unknown optimizer {name!r}; use ADAM or SGD")
+
+
+class HalveEvery40(torch.optim.lr_scheduler.LambdaLR):
+    """Upstream's FIXED schedule is not fixed: its trainer halves the LR after every 40th epoch."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        super().__init__(optimizer, lambda e: 0.5 ** (e // 40))
+
+
+def make_scheduler(
+    name: str,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    milestones: Sequence[int],
+    warmup_epochs: int = 0,
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch. STEP: x0.1 at each milestone; COSINE: to 0 over `epochs`.
+    warmup_epochs > 0 ramps the LR linearly up first (the main schedule then starts after it)."""
+    name = name.upper()
+    rest = max(epochs - warmup_epochs, 1)
+    if name == "FIXED":
+        main = HalveEvery40(optimizer)
+    elif name == "STEP":
+        main = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma=0.1)
+    elif name == "COSINE":
+        main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=rest)
+    else:
+        raise UserError(f"unknown scheduler {name!r}; use FIXED, STEP or COSINE")
+    if warmup_epochs <= 0:
+        return main
+    warm = torch.optim.lr_scheduler.LinearLR(
+        optimizer, start_factor=1.0 / (warmup_epochs + 1), total_iters=warmup_epochs
+    )
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, main], [warmup_epochs])
+
+
+class Hook:
+    """Called by Trainer.fit; override what you need."""
+
+    def on_step_end(self, trainer: Trainer, epoch: int, step: int, loss: float) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, record: dict) -> None: ...
+
+    def on_fit_end(self, trainer: Trainer, result: dict) -> None: ...
+
+
+class ClipWeights(Hook):
+    """Upstream clips latent weights to [-1, 1] after every optimizer step (keeps sign flips cheap)."""
+
+    def __init__(self, low: float = -1.0, high: float = 1.0) -> None:
+        self.low, self.high = low, high
+
+    def on_step_end(self, trainer: Trainer, epoch: int, step: int, loss: float) -> None:
+        clip = getattr(trainer.model, "clip_weights", None)
+        if clip is not None:
+            clip(self.low, self.high)
+
+
+class Checkpoints(Hook):
+    """checkpoint.tar after every epoch (atomic), best.tar when validation top-1 improves.
+    Keys as upstream's (state_dict, optim_dict, epoch, best_val_acc) plus what resuming needs."""
+
+    def __init__(self, folder: Path, network: str, extra: dict | None = None) -> None:
+        self.folder = Path(folder)
+        self.network = network
+        self.extra = extra or {}
+
+    def payload(self, trainer: Trainer, epoch: int) -> dict:
+        return {
+            "state_dict": trainer.model.state_dict(),
+            "optim_dict": trainer.optimizer.state_dict(),
+            "scheduler_dict": trainer.scheduler.state_dict() if trainer.scheduler else None,
+            "epoch": epoch,
+            "best_val_acc": trainer.best_val_acc,
+            "network": self.network,
+            "rng": trainer.rng_state(),
+            "history": list(trainer.history),
+            **self.extra,
+        }
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, record: dict) -> None:
+        payload = self.payload(trainer, epoch)
+        if record.get("improved"):
+            save_checkpoint(self.folder / "best.tar", payload)
+        save_checkpoint(self.folder / "checkpoint.tar", payload)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+        classes: Sequence[str],
+        batch_size: int = 100,
+        augment: bool = True,
+        seed: int = 1,
+        hooks: Sequence[Hook] = (),
+        log: Callable[[str], None] = print,
+        log_freq: int = 0,
+        progress: bool = True,
+        fast: bool = True,
+    ) -> None:
+        self.model = model
+        self.fast = fast  # fused 1-bit forward/backward while training (pipeline/fast_binary.py)
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.classes = tuple(classes)
+        self.batch_size = batch_size
+        self.augment = augment
+        self.hooks = list(hooks)
+        self.log = log
+        self.log_freq = log_freq
+        self.progress = progress
+        # One generator for shuffling and augmentation: its state goes into every checkpoint,
+        # so a resumed run draws the same batches the uninterrupted run would have.
+        self.generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        self.best_val_acc = 0.0
+        self.history: list[dict] = []
+
+    # --- state for resuming ----------------------------------------------------------------
+    def rng_state(self) -> dict:
+        return {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+
+    def load_state(self, ckpt: dict[str, Any]) -> int:
+        """Restore optimizer, scheduler, RNG, history from a checkpoint; returns the next epoch."""
+        self.optimizer.load_state_dict(ckpt["optim_dict"])
+        if self.scheduler is not None and ckpt.get("scheduler_dict"):
+            self.scheduler.load_state_dict(ckpt["scheduler_dict"])
+        rng = ckpt.get("rng") or {}
+        if "generator" in rng:
+            self.generator.set_state(rng["generator"])
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        self.best_val_acc = float(ckpt.get("best_val_acc", 0.0))
+        self.history = list(ckpt.get("history", []))
+        return int(ckpt.get("epoch", 0)) + 1
+
+    # --- training ----------------------------------------------------------------------------
+    def fit(
+        self, train: ArrayDataset, val: ArrayDataset | None, epochs: int, start_epoch: int = 1
+    ) -> dict:
+        """Train epochs start_epoch..epochs (1-based like upstream); returns the last record plus
+        the history and timing."""
+        x, y = to_tensors(train)
+        t_fit = time.perf_counter()
+        for epoch in range(start_epoch, epochs + 1):
+            t0 = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_metrics = self.train_epoch(x, y, epoch, epochs)
+            seconds = time.perf_counter() - t0
+            if self.scheduler is not None:
+                self.scheduler.step()
+            record = {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": train_metrics["loss"],
+                "train_top1": train_metrics["top1"],
+                "train_seconds": seconds,
+                "train_img_per_s": len(y) / seconds,
+            }
+            if val is not None:
+                v = self.evaluate(val, desc=f"eval {epoch}")
+                record |= {"val_top1": v["top1"], "val_loss": v["loss"], "val_n": v["n"]}
+                record["improved"] = v["top1"] >= self.best_val_acc
+                self.best_val_acc = max(self.best_val_acc, v["top1"])
+            self.history.append(record)
+            self.log(_format_record(record, epochs))
+            for h in self.hooks:
+                h.on_epoch_end(self, epoch, record)
+        result = {
+            "epochs": epochs,
+            "last": self.history[-1] if self.history else None,
+            "best_val_acc": self.best_val_acc,
+            "history": self.history,
+            "fit_seconds": time.perf_counter() - t_fit,
+        }
+        for h in self.hooks:
+            h.on_fit_end(self, result)
+        return result
+
+    def train_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int, epochs: int) -> dict:
+        self.model.train()
+        n = len(y)
+        order = torch.randperm(n, generator=self.generator)
+        starts = list(range(0, n, self.batch_size))
+        if len(starts) > 1 and n - starts[-1] == 1:
+            starts.pop()  # BatchNorm cannot train on a batch of one image
+        acc = Accumulator(len(self.classes))
+        bar = tqdm(
+            starts,
+            desc=f"epoch {epoch}/{epochs}",
+            unit="batch",
+            leave=False,
+            disable=not self.progress,
+        )
+        with fast_binary(self.model, self.fast):
+            for step, s in enumerate(bar):
+                self._step(x, y, order, s, step, epoch, len(starts), acc, bar)
+        return acc.result(self.classes)
+
+    def _step(self, x, y, order, s: int, step: int, epoch: int, n_steps: int, acc, bar) -> None:
+        idx = order[s : s + self.batch_size]
+        xb = x[idx]
+        if self.augment:
+            xb = random_crop_flip(xb, generator=self.generator)
+        xb = xb.float().div_(255.0)
+        yb = y[idx]
+        out = self.model(xb)
+        loss = self.loss_fn(out, yb)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise UserError(
+                f"loss became {value} at epoch {epoch}, batch {step + 1} of {n_steps}; "
+                "training stopped (lower --lr, or check the data)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        for h in self.hooks:
+            h.on_step_end(self, epoch, step, value)
+        acc.update(out, yb, value)
+        if self.log_freq and step % self.log_freq == 0:
+            bar.set_postfix(loss=f"{value:.4f}", top1=f"{acc.result(self.classes)['top1']:.1f}")
+
+    @torch.no_grad()
+    def evaluate(self, data: ArrayDataset, desc: str = "eval") -> dict:
+        """{"top1", "top<k>", "k", "n", "loss", "per_class", "confusion"} over every image."""
+        return evaluate_model(
+            self.model, data, self.classes, self.loss_fn, progress=self.progress, desc=desc
+        )
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    data: ArrayDataset,
+    classes: Sequence[str],
+    loss_fn: Callable | None = None,
+    progress: bool = True,
+    desc: str = "eval",
+) -> dict:
+    """Metrics of `model` (eval mode) on every image of `data`."""
+    if len(data) == 0:
+        raise UserError("nothing to evaluate: the chosen split has no images")
+    model.eval()
+    x, y = to_tensors(data)
+    acc = Accumulator(len(classes))
+    starts = range(0, len(y), EVAL_BATCH)
+    for s in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress):
+        xb = x[s : s + EVAL_BATCH].float().div_(255.0)
+        out = model(xb)
+        loss = float(loss_fn(out, y[s : s + EVAL_BATCH])) if loss_fn else 0.0
+        acc.update(out, y[s : s + EVAL_BATCH], loss)
+    return acc.result(classes)
+
+
+def _format_record(r: dict, epochs: int) -> str:
+    text = (
+        f"epoch {r['epoch']}/{epochs}  lr {r['lr']:.2e}  loss {r['train_loss']:.4f}  "
+        f"train top1 {r['train_top1']:.2f}%  {r['train_img_per_s']:.0f} img/s"
+    )
+    if "val_top1" in r:
+        text += f"  val top1 {r['val_top1']:.2f}% (n={r['val_n']})"
+    return text

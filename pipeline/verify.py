@@ -1,0 +1,380 @@
+"""Golden verification: every stage computes exactly what the Brevitas model computes.
+
+Chain, on >= 1,000 real MaskedFace-Net images plus worst-case inputs:
+
+    Brevitas (torch)  ->  QONNX (qonnx execution)  ->  FINN-ONNX  ->  streamlined
+                      ->  hardware graph, FINN's own Python execution (a subset: it is slow)
+                      ->  hardware graph, our bit-exact executor (all images)
+
+Compared: top-1 always, exactly; the last layer's integer XNOR popcount wherever the representation
+has it (Brevitas' +-1 dot product d maps to popcount (d + MW) / 2); float logits to 1e-4 where the
+stage holds floats; every layer's output between FINN's execution and ours. Static checks: every
+accumulator and output type holds the range its layer can reach (FINN+ 1.6.1 gets this wrong for
+XNOR layers), and inner layers are driven to their extremes (input = a weight column, its
+complement, all ones, all zeros) in hardware semantics vs. unbounded integers.
+
+Any mismatch: the reports (``verification.json`` / ``.md`` beside the build) name the stage, the
+images and the first differing values, and the command exits with VerificationError (code 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from maskbnn.errors import UserError, VerificationError
+from maskbnn.paths import REPO_ROOT
+from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
+from maskbnn.pipeline.export import rel, weights_hash
+from maskbnn.pipeline.verify_stages import (
+    brevitas_outputs,
+    dtype_range_problems,
+    finn_hw_trace,
+    onnx_stage,
+    worst_case_images,
+    worst_case_layer_problems,
+)
+
+LOGIT_ATOL = 1e-4
+
+
+@dataclass
+class Stage:
+    name: str
+    compared: str
+    images: int
+    passed: bool
+    mismatches: int = 0
+    first: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    note: str = ""
+
+
+def compare(
+    name: str, compared: str, ref: np.ndarray, got: np.ndarray, names: list[str], atol: float = 0.0
+) -> Stage:
+    """Exact (or atol) equality per image; the first differing images and values are kept."""
+    ref = np.asarray(ref).reshape(len(names), -1)
+    got = np.asarray(got).reshape(len(names), -1)
+    if ref.shape != got.shape:
+        return Stage(name, compared, len(names), False, len(names),
+                     [{"error": f"shape {got.shape} != reference {ref.shape}"}])  # fmt: skip
+    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64)) > atol
+    bad = np.flatnonzero(diff.any(axis=1))
+    first = []
+    for i in bad[:5]:
+        j = np.flatnonzero(diff[i])
+        first.append(
+            {
+                "image": names[i],
+                "positions": j[:8].tolist(),
+                "expected": ref[i, j[:8]].tolist(),
+                "got": got[i, j[:8]].tolist(),
+            }
+        )
+    return Stage(name, compared, len(names), len(bad) == 0, int(len(bad)), first)
+
+
+def load_images(net: str, n: int, data: Path | None = None, split: str | None = None):
+    from maskbnn.config import load_network_config
+    from maskbnn.pipeline.datasets import load_dataset
+
+    cfg = load_network_config(net)
+    v = cfg.build.verify
+    folder = Path(data) if data else REPO_ROOT / v.data
+    ds = load_dataset(cfg.dataset, folder, split or v.split, cfg.model.image_size)
+    if len(ds) == 0:
+        raise UserError(f"no images in {folder} ({split or v.split} split)")
+    n = min(n, len(ds))
+    names = list(ds.names[:n]) if ds.names else [f"{folder.name}[{i}]" for i in range(n)]
+    return ds.x[:n], names, rel(folder)
+
+
+def verify(
+    net: str,
+    board: str | None = None,
+    checkpoint: Path | None = None,
+    n_images: int | None = None,
+    finn_images: int | None = None,
+    data: Path | None = None,
+    split: str | None = None,
+    build: Path | None = None,
+    streamlined_images: int | None = None,
+) -> dict:
+    """Run the chain on a finished build; writes the reports and raises on any mismatch."""
+    from maskbnn.config import load_network_config
+    from maskbnn.pipeline.build import build_dir
+    from maskbnn.pipeline.export import load_model
+    from maskbnn.pipeline.hwgraph import HardwareProgram, read_program
+
+    t_all = time.perf_counter()
+    cfg = load_network_config(net)
+    board = board or cfg.build.board
+    out = Path(build) if build else build_dir(net, board)
+    summary_path = out / "build.json"
+    if not summary_path.is_file():
+        raise UserError(f"no build in {out}: run `maskbnn build --net {net} --board {board}` first")
+    summary = json.loads(summary_path.read_text())
+    n_images = n_images or cfg.build.verify.images
+    finn_images = cfg.build.verify.finn_images if finn_images is None else finn_images
+    x_real, names_real, source = load_images(net, n_images, data, split)
+    x_worst, names_worst = worst_case_images(x_real.shape[1:])
+    x = np.concatenate([x_real, x_worst])
+    names = names_real + names_worst
+    stages: list[Stage] = []
+
+    clock = [time.perf_counter()]
+
+    def timed(fn, *a, **k):
+        st = fn(*a, **k)  # seconds: since the previous stage ended (includes running the stage)
+        now = time.perf_counter()
+        st.seconds = round(now - clock[0], 2)
+        clock[0] = now
+        stages.append(st)
+        print(f"  {'ok  ' if st.passed else 'FAIL'} {st.name:34s} {st.images:5d} images "
+              f"{st.seconds:6.1f} s  {st.compared}", flush=True)  # fmt: skip
+        return st
+
+    # Brevitas: the reference
+    t0 = time.perf_counter()
+    model = load_model(net, checkpoint)
+    digest = weights_hash(model)
+    if f"_{digest}" not in Path(summary["input"]).name:
+        raise UserError(
+            f"the build in {rel(out)} was made from {Path(summary['input']).name}, not from these "
+            f"weights ({digest}): export and build them first (`make verify NET={net}` does)"
+        )
+    ref = brevitas_outputs(model, x)
+    print(f"  ref  brevitas                           {len(x):5d} images "
+          f"{time.perf_counter() - t0:6.1f} s", flush=True)  # fmt: skip
+
+    topk_onnx = REPO_ROOT / summary["input"]  # absolute paths stay absolute under `/`
+    logits_onnx = topk_onnx.with_name(topk_onnx.stem + "_logits.onnx")
+    inter = out / "intermediate_models"
+
+    # QONNX (logits variant): float logits and top-1
+    clock[0] = time.perf_counter()
+    q = onnx_stage(logits_onnx, x, last_input=False)
+    timed(
+        compare,
+        "qonnx.logits",
+        "logits vs Brevitas (atol 1e-4)",
+        ref["logits"],
+        q["output"],
+        names,
+        LOGIT_ATOL,
+    )
+    timed(
+        compare, "qonnx.top1", "top-1 vs Brevitas", ref["top1"], q["output"].argmax(axis=1), names
+    )
+    # FINN-ONNX after conversion and tidy-up (TopK variant): top-1 and the logits feeding TopK
+    f = onnx_stage(inter / "tidy_up.onnx", x, last_input=True)
+    timed(compare, "finn_onnx.top1", "top-1 vs Brevitas", ref["top1"], f["output"], names)
+    timed(
+        compare,
+        "finn_onnx.logits",
+        "TopK input vs Brevitas logits (atol 1e-4)",
+        ref["logits"],
+        f["last_input"],
+        names,
+        LOGIT_ATOL,
+    )
+    # streamlined: TopK's input is the last XNOR popcount itself. FINN executes this graph
+    # image by image (0.1-0.5 s each), so a config may limit it to a subset plus the worst cases.
+    n_s = streamlined_images or cfg.build.verify.streamlined_images or len(x_real)
+    ss = np.r_[np.arange(min(n_s, len(x_real))), len(x_real) + np.arange(len(x_worst))]
+    s_names = [names[i] for i in ss]
+    s = onnx_stage(inter / "streamline.onnx", x[ss], last_input=True)
+    timed(compare, "streamlined.top1", "top-1 vs Brevitas", ref["top1"][ss], s["output"], s_names)
+    timed(compare, "streamlined.popcount", "last-layer popcount vs Brevitas (exact)",
+          ref["popcount"][ss], s["last_input"], s_names)  # fmt: skip
+
+    # hardware graph: the program is read again from the ONNX, so a stale program cannot pass
+    hw_model = out / summary["hw_model"]
+    program = read_program(hw_model)
+    saved = HardwareProgram.load(out / summary["program"])
+    sub = np.r_[np.arange(min(finn_images, len(x_real))), len(x_real) + np.arange(len(x_worst))]
+    t0 = time.perf_counter()
+    trace = program.trace(x[sub])
+    finn_trace = finn_hw_trace(hw_model, x[sub])
+    st_names = [names[i] for i in sub]
+    bad_layers = []
+    first = []
+    for layer in program.layers:
+        c = compare("", "", finn_trace[layer.name], trace[layer.name], st_names)
+        if not c.passed:
+            bad_layers.append(layer.name)
+            first.extend({"layer": layer.name, **d} for d in c.first[:2])
+    st = Stage("hw_graph.finn_vs_hwexec", "every layer's output: FINN execute_onnx vs our executor",
+               len(sub), not bad_layers, len(bad_layers), first[:6],
+               round(time.perf_counter() - t0, 2), f"differing layers: {bad_layers}" if bad_layers else "")  # fmt: skip
+    stages.append(st)
+    clock[0] = time.perf_counter()
+    print(
+        f"  {'ok  ' if st.passed else 'FAIL'} {st.name:34s} {st.images:5d} images {st.seconds:6.1f} s  {st.compared}"
+    )
+    timed(compare, "hw_graph.finn.top1", "FINN execute_onnx top-1 vs Brevitas",
+          ref["top1"][sub], finn_trace[program.layers[-1].name], st_names)  # fmt: skip
+
+    t0 = clock[0] = time.perf_counter()
+    hw_out = program.run(x)
+    k = _last_mvau(program)
+    hw_trace_last = program.run_layers(_last_mvau_input(program, x), k, k + 1)
+    t_hw = time.perf_counter() - t0
+    timed(
+        compare, "hwexec.top1", "bit-exact executor top-1 vs Brevitas", ref["top1"], hw_out, names
+    )
+    timed(
+        compare,
+        "hwexec.popcount",
+        "last MVAU output vs Brevitas popcount (exact)",
+        ref["popcount"],
+        hw_trace_last,
+        names,
+    )
+    timed(
+        compare,
+        "hwexec.saved_program",
+        "program.npz vs program read from hw_model.onnx",
+        hw_out,
+        saved.run(x),
+        names,
+    )
+
+    # static: types wide enough, and inner layers driven to their extremes
+    t0 = time.perf_counter()
+    problems = dtype_range_problems(program)
+    stages.append(Stage("hw_graph.dtype_ranges", "reachable range fits every declared type",
+                        len(program.layers), not problems, len(problems),
+                        [{"problem": p} for p in problems[:6]], round(time.perf_counter() - t0, 2)))  # fmt: skip
+    problems = worst_case_layer_problems(program)
+    stages.append(Stage("hw_graph.worst_case_layers", "MVAU inputs = weight column, complement, ones, zeros",
+                        len(program.layers), not problems, len(problems),
+                        [{"problem": p} for p in problems[:6]], round(time.perf_counter() - t0, 2)))  # fmt: skip
+    for st in stages[-2:]:
+        print(
+            f"  {'ok  ' if st.passed else 'FAIL'} {st.name:34s} {st.images:5d} layers          {st.compared}"
+        )
+
+    passed = all(s.passed for s in stages)
+    report = {
+        "network": net,
+        "board": board,
+        "passed": passed,
+        "images": {
+            "real": len(x_real),
+            "source": source,
+            "worst_case": len(x_worst),
+            "finn_execution_subset": len(sub),
+            "streamlined_subset": len(ss),
+        },  # fmt: skip
+        "hw_model": rel(hw_model),
+        "brevitas_accuracy_percent": _accuracy(ref["top1"][: len(x_real)], names_real),
+        "hwexec_images_per_second": round(len(x) / t_hw, 1),
+        "stages": [s.__dict__ for s in stages],
+        "seconds": round(time.perf_counter() - t_all, 1),
+    }
+    (out / "verification.json").write_text(json.dumps(report, indent=2, default=_json) + "\n")
+    (out / "verification.md").write_text(to_markdown(report))
+    if not passed:
+        failed = [s for s in stages if not s.passed]
+        s = failed[0]
+        detail = json.dumps(s.first[:2], default=_json)
+        raise VerificationError(
+            f"{net} on {board}: {len(failed)} verification stage(s) failed, first "
+            f"{s.name} ({s.compared}) on {s.mismatches} of {s.images}: {detail}; "
+            f"report: {rel(out / 'verification.md')}"
+        )
+    return report
+
+
+def _last_mvau(program) -> int:
+    idx = [i for i, L in enumerate(program.layers) if L.kind == "MVAU"]
+    return idx[-1]
+
+
+def _last_mvau_input(program, x: np.ndarray) -> np.ndarray:
+    outs = [
+        program.run_layers(x[s : s + 256], 0, _last_mvau(program)) for s in range(0, len(x), 256)
+    ]
+    return np.concatenate(outs)
+
+
+def _accuracy(pred: np.ndarray, names: list[str]) -> float | None:
+    from maskbnn.pipeline.maskedface import label_from_filename
+
+    labels = np.array([_label(label_from_filename, n) for n in names])
+    ok = labels >= 0
+    return round(100.0 * float((pred[ok] == labels[ok]).mean()), 2) if ok.any() else None
+
+
+def _label(fn, name: str) -> int:
+    try:
+        lb = fn(Path(name))
+    except Exception:
+        return -1
+    return -1 if lb is None else int(lb)
+
+
+def _json(o):
+    if isinstance(o, np.integer | np.floating):
+        return o.item()
+    return str(o)
+
+
+def to_markdown(r: dict) -> str:
+    lines = [
+        f"# Verification: {r['network']} on {r['board']}: {'PASSED' if r['passed'] else 'FAILED'}",
+        "",
+        f"{r['images']['real']} real images ({r['images']['source']}), {r['images']['worst_case']} "
+        f"worst-case inputs; FINN's own execution of the streamlined graph on "
+        f"{r['images']['streamlined_subset']} and of the hardware graph on "
+        f"{r['images']['finn_execution_subset']}. Brevitas accuracy on the real images: "
+        f"{r['brevitas_accuracy_percent']}%. Executor: {r['hwexec_images_per_second']:,} images/s. "
+        f"{r['seconds']} s in total.",
+        "",
+        "| stage | compared | n | result | mismatches | s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in r["stages"]:
+        lines.append(
+            f"| {s['name']} | {s['compared']} | {s['images']} | "
+            f"{'ok' if s['passed'] else '**FAIL**'} | {s['mismatches']} | {s['seconds']} |"
+        )
+    for s in r["stages"]:
+        if not s["passed"]:
+            lines += ["", f"## {s['name']}: first differences", ""]
+            lines += [f"- `{json.dumps(d, default=_json)}`" for d in s["first"]]
+            if s.get("note"):
+                lines.append(f"- {s['note']}")
+    return "\n".join(lines) + "\n"
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--net", required=True, help="network name, e.g. mask_1w1a_0.25")
+    p.add_argument("--board", help="default: the config's build.board")
+    p.add_argument("--checkpoint", type=Path, help="weights (default: the shipped ones)")
+    p.add_argument("--images", type=int, help="real images (default: build.verify.images)")
+    p.add_argument("--finn-images", type=int, help="subset for FINN's slow execution")
+    p.add_argument("--data", type=Path, help="image folder (default: build.verify.data)")
+    p.add_argument("--split", help="train, test or all (default: build.verify.split)")
+    p.add_argument("--build", type=Path, help="build folder (default build/<net>/<board>)")
+    p.add_argument("--streamlined-images", type=int, help="subset for the streamlined graph")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    r = verify(args.net, args.board, args.checkpoint, args.images, args.finn_images, args.data,
+               args.split, args.build, args.streamlined_images)  # fmt: skip
+    print(f"verification PASSED for {r['network']} on {r['board']} ({r['seconds']} s)")
+    return 0

@@ -1,0 +1,83 @@
+"""Board-driver pre-processing and labels equal the training pipeline's, on real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskbnn.pipeline import maskedface
+from maskbnn_board.errors import DriverError
+from maskbnn_board.preprocess import (
+    CLASSES,
+    SUFFIX_TO_CLASS,
+    iter_batches,
+    label_from_filename,
+    list_images,
+    load_image,
+    to_model_input,
+)
+
+
+def sample_files(sample_dir, per_class: int = 15):
+    files = []
+    for suffix in SUFFIX_TO_CLASS:
+        sub = "CMFD" if suffix == "_Mask" else "IMFD"
+        files += sorted((sample_dir / sub).glob(f"*{suffix}.jpg"))[:per_class]
+    assert len(files) == 4 * per_class
+    return files
+
+
+def test_same_arrays_as_training_on_real_images(sample_dir):
+    for p in sample_files(sample_dir):
+        with Image.open(p) as img:
+            img.load()
+            want = maskedface.to_model_input(img, 32)
+            got = to_model_input(img, 32)
+        assert got.dtype == np.uint8 and got.shape == (32, 32, 3)
+        np.testing.assert_array_equal(got, want, err_msg=str(p))
+
+
+@pytest.mark.parametrize(
+    "mode,size", [("L", (50, 40)), ("RGBA", (40, 64)), ("P", (33, 33)), ("CMYK", (128, 96))]
+)
+def test_other_modes_and_sizes_convert_like_training(sample_dir, mode, size):
+    src = sample_files(sample_dir, 1)[2]
+    with Image.open(src) as img:
+        img = img.convert(mode).resize(size)
+    np.testing.assert_array_equal(to_model_input(img), maskedface.to_model_input(img, 32))
+
+
+def test_labels_and_classes_match_training(sample_dir):
+    assert CLASSES == maskedface.CLASSES
+    assert SUFFIX_TO_CLASS == maskedface.SUFFIX_TO_CLASS
+    for p in sample_files(sample_dir, 5):
+        assert label_from_filename(p) == maskedface.label_from_filename(p)
+    assert label_from_filename("photo.jpg") is None
+
+
+def test_unreadable_images_are_skipped_with_a_reason(tmp_path, sample_dir):
+    good = sample_files(sample_dir, 1)
+    for p in good:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    (tmp_path / "broken_Mask.jpg").write_bytes(b"not a jpeg")
+    truncated = good[0].read_bytes()
+    (tmp_path / "cut_Mask_Chin.jpg").write_bytes(truncated[: len(truncated) // 3])
+    files = list_images(tmp_path)
+    assert len(files) == 6
+    batches = list(iter_batches(files, batch=4))
+    used = [p for u, _, _ in batches for p in u]
+    skipped = [s for _, _, s in batches for s in s]
+    assert sorted(p.name for p in used) == sorted(p.name for p in good)
+    assert sorted(s.path.name for s in skipped) == ["broken_Mask.jpg", "cut_Mask_Chin.jpg"]
+    assert all("unreadable image" in s.reason for s in skipped)
+    assert sum(len(x) for _, x, _ in batches) == 4
+    with pytest.raises(DriverError, match="unreadable"):
+        load_image(tmp_path / "broken_Mask.jpg")
+
+
+def test_empty_or_missing_image_folder(tmp_path):
+    with pytest.raises(DriverError, match="holds no images"):
+        list_images(tmp_path)
+    with pytest.raises(DriverError, match="does not exist"):
+        list_images(tmp_path / "nope")

@@ -1,0 +1,40 @@
+"""The training benchmark's baseline is upstream's: its CNV at our widths, its per-image transforms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from maskbnn.models.registry import get_network
+from maskbnn.pipeline.bench_train import UpstreamStyleDataset, upstream_cnv
+from maskbnn.pipeline.datasets import ArrayDataset
+
+
+@pytest.mark.parametrize("name", ["mask_1w1a_0.5", "mask_1w1a"])
+def test_upstream_cnv_at_our_width_has_our_shapes(name: str):
+    ours, cfg = get_network(name)
+    theirs = upstream_cnv(cfg.model.width, cfg.model.num_classes)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert list(a) == list(b) and all(a[k].shape == b[k].shape for k in a)
+
+
+def test_upstream_style_transforms_crop_pad_and_flip():
+    torch.manual_seed(0)
+    img = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(1, 32, 32, 3)
+    ds = UpstreamStyleDataset(ArrayDataset(img, np.array([2]), ("a", "b", "c", "d")))
+    ref = torch.from_numpy(img[0]).permute(2, 0, 1).float() / 255
+    padded = torch.nn.functional.pad(ref, (4, 4, 4, 4))
+    seen_flip = seen_plain = False
+    for _ in range(40):
+        x, y = ds[0]
+        assert y == 2 and x.shape == (3, 32, 32) and x.dtype == torch.float32
+        # every output is one of the 81 zero-padded crops, maybe mirrored
+        hits = [
+            (torch.equal(x, c), torch.equal(x, c.flip(-1)))
+            for c in (padded[:, i : i + 32, j : j + 32] for i in range(9) for j in range(9))
+        ]
+        assert any(p or f for p, f in hits)
+        seen_plain |= any(p for p, _ in hits)
+        seen_flip |= any(f for _, f in hits)
+    assert seen_plain and seen_flip
