@@ -67,7 +67,10 @@ def test_build_config_is_typed_and_strict(tmp_path):
 
     cfg = load_network_config("mask_1w1a")
     assert cfg.build.board == "Pynq-Z1" and cfg.build.folding_path().is_file()
-    assert load_network_config("mask_1w1a_0.25").build.target_fps == 1000
+    small = load_network_config("mask_1w1a_0.25").build
+    # "{board}" in the folding path picks the optimizer's file for the board being built
+    assert small.folding_path(board="Pynq-Z2").name == "mask_1w1a_0.25_Pynq-Z2.json"
+    assert all(small.folding_path(board=b).is_file() for b in ("Pynq-Z1", "Pynq-Z2"))
     text = (cfg.path.parent / "mask_1w1a_0.25.yaml").read_text()
     (tmp_path / "mask_1w1a_0.25.yaml").write_text(text.replace("clock_ns:", "clock_mhz:"))
     with pytest.raises(UserError, match="unknown keys \\['clock_mhz'\\]"):
