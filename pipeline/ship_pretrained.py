@@ -158,7 +158,7 @@ the time, so the times are wall-clock under contention, not this code's speed): 
 cosine to 0, batch 100, SqrHinge loss, latent weights clipped to [-1, 1] after each step, batched
 random crop (zero padding 4) + horizontal flip, seed 1. The epoch counts were chosen to fit the
 time left: 0.25x first (200 epochs, Brevitas' own quantiser path), then 0.5x (120 epochs) and 1x
-(40 epochs, started after a 60-epoch attempt was too slow on the busy machine) with the fused
+(40 epochs at lr 0.02, then 40 more from those weights at lr 0.005; see its note) with the fused
 1-bit training path (pipeline/fast_binary.py; outputs and gradients bit-identical to Brevitas').
 `best_epoch_test_top1_for_information` in each JSON is the best epoch on the test split; it is not
 what is shipped, because choosing it would be selection on test.
