@@ -26,7 +26,6 @@ estimates, post-synthesis resources and timing, verification summary).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -44,6 +43,7 @@ from maskbnn.errors import MissingToolError, UserError
 from maskbnn.paths import REPO_ROOT
 from maskbnn.pipeline import finn_env
 from maskbnn.pipeline.export import rel
+from maskbnn_board.deployment import sha256_of
 
 BITSTREAMS_DIR = REPO_ROOT / "bitstreams"
 MANIFEST_FORMAT = "maskbnn-bitstream/1"
@@ -55,14 +55,6 @@ BOARD_PARTS = {
 # What FINN+ looks at to find the tools (finn/interface/interface_utils.py) and the board files
 TOOL_ENV = {"vivado": ("XILINX_VIVADO",), "vitis_hls": ("XILINX_HLS", "XILINX_VITIS")}
 GOLDEN_IMAGES = 100  # real images with the Brevitas model's outputs shipped next to a bitstream
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def docker_command(net: str, board: str) -> str:

@@ -20,7 +20,6 @@ model's on any golden image, so golden vectors and verification cannot drift apa
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -40,18 +39,10 @@ from maskbnn.pipeline.maskedface import (
     label_from_filename,
     to_model_input,
 )
+from maskbnn_board.deployment import FORMAT, sha256_of
 
 DRIVER_DIR = REPO_ROOT / "driver"
-FORMAT = "maskbnn-deploy/1"  # must equal maskbnn_board.deployment.FORMAT
 BOARDS = ("Pynq-Z1", "Pynq-Z2")
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- settings ----------------------------------------------------------------------------------
