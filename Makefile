@@ -22,7 +22,8 @@ DEPS := requirements/torch.txt requirements/build.txt requirements/nodeps.txt re
 STAMP := $(VENV)/.setup-$(shell cat $(DEPS) 2>/dev/null | sha256sum | cut -c1-16)
 
 .PHONY: help setup test test-fast lint format data demo train evaluate export estimate estimates \
-	verify rtlsim bitstream deploy fold fold-all fold-report bench docker-image docker-bitstream clean
+	verify rtlsim bitstream deploy fold fold-all fold-report bench ops methods-table docker-image \
+	docker-bitstream clean
 
 help:
 	@echo "make demo                  set up, then run every stage on the shipped sample and weights"
@@ -35,6 +36,8 @@ help:
 	@echo "make deploy NET=.. BOARD=..             board package: driver wheel, golden vectors, bitstream"
 	@echo "make fold NET=.. BOARD=..  |  make fold-report   folding optimizer and its comparison"
 	@echo "make bench                 speed benchmarks, results in build/bench/"
+	@echo "make ops                   BOPs, FLOPs, OPs of every network (+ ImageNet Bi-Real-18 check)"
+	@echo "make methods-table         training methods: accuracy, BOPs, FINN deployable + estimates"
 	@echo "make docker-bitstream NET=.. BOARD=..   the bitstream in the FINN+ image, Vivado mounted"
 
 setup: $(STAMP)
@@ -132,6 +135,12 @@ fold-all: setup
 
 fold-report: setup
 	$(MASKBNN) fold-report --nets $(FOLD_NETS) --boards $(BOARD)
+
+ops: setup
+	$(MASKBNN) ops --all --reference --json $(BUILD)/ops/ops.json --markdown $(BUILD)/ops/ops.md
+
+methods-table: setup
+	$(MASKBNN) methods-table --board $(BOARD) --out $(BUILD)/methods
 
 bench: setup
 	$(MASKBNN) bench-train

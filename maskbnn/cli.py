@@ -24,10 +24,19 @@ COMMANDS = {
     "bitstream": ("maskbnn.pipeline.bitstream_cli", "HLS/RTL sources -> IP -> bitfile (Vivado)"),
     "rtlsim": ("maskbnn.pipeline.rtlsim_verilator", "Verilator simulation of the RTL layers"),
     "fold": ("maskbnn.pipeline.fold_cli", "folding that maximises estimated FPS in a budget"),
+    "methods-table": (
+        "maskbnn.pipeline.methods_table",
+        "training methods: accuracy, BOPs, FINN deployability and estimates",
+    ),
+    "methods-train": (
+        "maskbnn.pipeline.methods_train",
+        "train the methods table's networks on a CPU budget, keep their records",
+    ),
     "fold-report": (
         "maskbnn.pipeline.fold_compare",
         "ours vs FINN target_fps vs published foldings",
     ),
+    "ops": ("maskbnn.pipeline.ops_count", "BOPs, FLOPs and OPs = BOPs/64 + FLOPs of networks"),
 }
 
 

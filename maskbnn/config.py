@@ -28,6 +28,11 @@ class ModelConfig:
     width: float = 1.0  # CNV channel-width multiplier
     image_size: int = 32
     hidden: tuple[int, ...] = ()  # FC hidden layer widths
+    pad_value: float = -1.0  # vgg_small_finn: value binary convs pad with (-1 = the hardware's)
+    first_last_weight_bits: int = 8  # vgg_small_finn: weight bits of the first conv and the FC
+    # Binary training method of the method families (vgg_small, resnet20, resnet18, alexnet_small):
+    # a mapping validated into models/method.py's BinaryMethod (unknown keys are errors).
+    method: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,12 @@ def load_network_config(name: str, folder: Path = BUILD_CONFIGS) -> NetworkConfi
         raise UserError(f"{path}: {err}") from None
     if raw:
         raise UserError(f"{path}: unknown keys {sorted(raw)}")
+    if cfg.model.method is not None:
+        from maskbnn.models.method import BinaryMethod
+
+        if not isinstance(cfg.model.method, dict):
+            raise UserError(f"{path}: model.method must be a mapping of method options")
+        BinaryMethod.from_dict(cfg.model.method, f"{path}: model.method")
     if cfg.name != name:
         raise UserError(f"{path}: name {cfg.name!r} does not match the file name {name!r}")
     return cfg

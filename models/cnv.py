@@ -12,7 +12,7 @@ from brevitas.core.restrict_val import RestrictValueType
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
 from torch import nn
 
-from maskbnn.models.quant import CommonActQuant, CommonWeightQuant, TensorNorm
+from maskbnn.models.quant import CommonActQuant, CommonWeightQuant, LatentWeights, TensorNorm
 
 # (out_channels, max-pool after) at width 1x; upstream's CNV_OUT_CH_POOL.
 CONV_LAYERS = ((64, False), (64, True), (128, False), (128, True), (256, False), (256, False))
@@ -21,7 +21,7 @@ KERNEL_SIZE = 3
 POOL_SIZE = 2
 
 
-class CNV(nn.Module):
+class CNV(LatentWeights):
     def __init__(
         self,
         num_classes: int,
@@ -95,14 +95,7 @@ class CNV(nn.Module):
             )
         )
         self.linear_features.append(TensorNorm())
-        for m in self.modules():
-            if isinstance(m, QuantConv2d | QuantLinear):
-                nn.init.uniform_(m.weight.data, -1, 1)
-
-    def clip_weights(self, min_val: float, max_val: float) -> None:
-        for m in self.modules():
-            if isinstance(m, QuantConv2d | QuantLinear):
-                m.weight.data.clamp_(min_val, max_val)
+        self.init_latent_weights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = 2.0 * x - 1.0  # [0, 1] image -> [-1, 1), as upstream

@@ -8,12 +8,12 @@ import torch
 from brevitas.nn import QuantIdentity, QuantLinear
 from torch import nn
 
-from maskbnn.models.quant import CommonActQuant, CommonWeightQuant, TensorNorm
+from maskbnn.models.quant import CommonActQuant, CommonWeightQuant, LatentWeights, TensorNorm
 
 DROPOUT = 0.2
 
 
-class FC(nn.Module):
+class FC(LatentWeights):
     def __init__(
         self,
         num_classes: int,
@@ -53,14 +53,7 @@ class FC(nn.Module):
             )
         )
         self.features.append(TensorNorm())
-        for m in self.modules():
-            if isinstance(m, QuantLinear):
-                nn.init.uniform_(m.weight.data, -1, 1)
-
-    def clip_weights(self, min_val: float, max_val: float) -> None:
-        for m in self.modules():
-            if isinstance(m, QuantLinear):
-                m.weight.data.clamp_(min_val, max_val)
+        self.init_latent_weights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = 2.0 * x.flatten(1) - 1.0

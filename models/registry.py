@@ -5,10 +5,23 @@ from __future__ import annotations
 from torch import nn
 
 from maskbnn.config import ModelConfig, NetworkConfig, load_network_config, network_names
+from maskbnn.errors import UserError
+
+# Families trained with a BinaryMethod (models/method.py): family -> (module, class).
+METHOD_FAMILIES = {
+    "vgg_small": ("vgg_small", "VGGSmall"),
+    "resnet20": ("resnet_cifar", "ResNet20"),
+    "resnet18": ("resnet_cifar", "ResNet18Cifar"),
+    "alexnet_small": ("alexnet_small", "AlexNetSmall"),
+}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """Instantiate the Brevitas network a model config describes."""
+    if cfg.method is not None and cfg.family not in (*METHOD_FAMILIES, "vgg_small_finn"):
+        raise UserError(
+            f"model family {cfg.family!r} takes no method; method families: {sorted(METHOD_FAMILIES)}"
+        )
     if cfg.family == "cnv":
         from maskbnn.models.cnv import CNV
 
@@ -32,6 +45,35 @@ def build_model(cfg: ModelConfig) -> nn.Module:
             cfg.hidden,
             (cfg.in_channels, cfg.image_size, cfg.image_size),
         )
+    if cfg.family == "vgg_small_finn":
+        from maskbnn.models.vgg_small_finn import VGGSmallFINN
+
+        model = VGGSmallFINN(
+            cfg.num_classes,
+            cfg.weight_bit_width,
+            cfg.act_bit_width,
+            cfg.in_bit_width,
+            cfg.in_channels,
+            cfg.width,
+            cfg.image_size,
+            cfg.pad_value,
+            cfg.first_last_weight_bits,
+        )
+        if cfg.method is not None:  # trained with a paper's method, baked away before export
+            from maskbnn.models.brevitas_methods import install_method
+            from maskbnn.models.method import BinaryMethod
+
+            install_method(model, BinaryMethod.from_dict(cfg.method, "model.method"))
+        return model
+    if cfg.family in METHOD_FAMILIES:
+        from importlib import import_module
+
+        from maskbnn.models.method import BinaryMethod
+
+        module, cls = METHOD_FAMILIES[cfg.family]
+        net = getattr(import_module(f"maskbnn.models.{module}"), cls)
+        method = BinaryMethod.from_dict(cfg.method, "model.method")
+        return net(method, cfg.num_classes, cfg.in_channels, cfg.width, cfg.image_size)
     raise ValueError(f"unknown model family {cfg.family!r}")
 
 

@@ -75,7 +75,10 @@ def steps(finn_minimize: bool = False) -> list[tuple[str, Callable]]:
     (only to show that verification catches it)."""
     import finn.builder.build_dataflow_steps as S
 
-    from maskbnn.pipeline.build_steps import step_minimize_bit_width_xnor_safe
+    from maskbnn.pipeline.build_steps import (
+        step_minimize_bit_width_xnor_safe,
+        step_streamline_bipolar_pad,
+    )
 
     minimize_initial = (
         S.step_minimize_bit_width_initial if finn_minimize else step_minimize_bit_width_xnor_safe
@@ -84,7 +87,7 @@ def steps(finn_minimize: bool = False) -> list[tuple[str, Callable]]:
     return [
         ("qonnx_to_finn", S.step_qonnx_to_finn),
         ("tidy_up", S.step_tidy_up),
-        ("streamline", S.step_streamline),
+        ("streamline", step_streamline_bipolar_pad),
         ("convert_to_hw", S.step_convert_to_hw),
         ("minimize_bit_width_initial", minimize_initial),
         ("create_dataflow_partition", S.step_create_dataflow_partition),
@@ -107,10 +110,12 @@ def run_build(
     """Run every step on the exported model; returns the build summary (also in build.json)."""
     from qonnx.core.modelwrapper import ModelWrapper
 
+    from maskbnn.pipeline.deployability import require_deployable
     from maskbnn.pipeline.estimates import collect, write_estimates
     from maskbnn.pipeline.hwgraph import export_program
 
     cfg = load_network_config(net)
+    require_deployable(cfg)
     board = board or cfg.build.board
     if board not in BOARDS:
         raise UserError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")

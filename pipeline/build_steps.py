@@ -9,18 +9,23 @@ last layer's class scores), and RoundAndClipThresholds clips any threshold above
 thresholded layers. `FixXnorPopcountWidths` sets the true popcount range before thresholds are
 rounded and clipped; `step_minimize_bit_width_xnor_safe` runs FINN's minimisation with that fix in
 between and replaces both of FINN's minimize_bit_width steps in our step list.
+
+The other: binary convolutions padded with -1 (the value the hardware pads with), which FINN has no
+rewrite for; `step_streamline_bipolar_pad` replaces FINN's step_streamline (see the note below).
 """
 
 from __future__ import annotations
 
 import math
 
+from onnx import helper
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.base import Transformation
 from qonnx.transformation.infer_datatypes import InferDataTypes
 
+from maskbnn.errors import UserError
 from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
 
 
@@ -85,3 +90,86 @@ def step_minimize_bit_width_finn(model: ModelWrapper, cfg) -> ModelWrapper:
     from finn.builder.build_dataflow_steps import step_minimize_bit_width
 
     return step_minimize_bit_width(model, cfg)
+
+
+# --- binary convs padded with -1 ----------------------------------------------------------------
+# FINN pads a binary feature map with bit 0 (FMPadding), which after the XNOR conversion means -1;
+# it has no rewrite for an explicit Pad node, so a network padding its signs with -1 (the value
+# the hardware inserts) exports as Pad(-1) -> Conv and stalls in streamlining. We write our own:
+# fold the Pad into the Conv's pads right before FINN's streamlining, which ends with the XNOR
+# conversion that gives those zero pads their -1 meaning. The guard afterwards makes sure that
+# conversion happened for every padded conv; otherwise the build would silently pad with 0.
+
+
+def _pad_value_and_amounts(model: ModelWrapper, node) -> tuple[float, list[int]] | None:
+    """(constant, [top, left, bottom, right]) of a spatial-only constant NCHW Pad, else None."""
+    mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "constant")
+    pads = model.get_initializer(node.input[1]) if len(node.input) > 1 else None
+    if mode != "constant" or pads is None or len(pads) != 8:
+        return None
+    pads = [int(p) for p in pads]
+    if any(pads[i] for i in (0, 1, 4, 5)):  # batch or channel padding
+        return None
+    value = 0.0
+    if len(node.input) > 2 and node.input[2]:
+        v = model.get_initializer(node.input[2])
+        if v is None:
+            return None
+        value = float(v.reshape(-1)[0])
+    return value, [pads[2], pads[3], pads[6], pads[7]]
+
+
+class AbsorbBipolarPadIntoConv(Transformation):
+    """Pad(-1) of a bipolar tensor feeding a Conv -> the Conv's own pads (see the note above)."""
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        for node in model.graph.node:
+            if node.op_type != "Pad":
+                continue
+            spec = _pad_value_and_amounts(model, node)
+            consumers = model.find_consumers(node.output[0]) or []
+            if spec is None or spec[0] != -1.0 or len(consumers) != 1:
+                continue
+            conv = consumers[0]
+            if (
+                conv.op_type != "Conv"
+                or model.get_tensor_datatype(node.input[0]) != DataType["BIPOLAR"]
+            ):
+                continue
+            own = next((list(a.ints) for a in conv.attribute if a.name == "pads"), [0, 0, 0, 0])
+            if any(own):
+                continue
+            for a in list(conv.attribute):
+                if a.name == "pads":
+                    conv.attribute.remove(a)
+            conv.attribute.append(helper.make_attribute("pads", spec[1]))
+            conv.input[0] = node.input[0]
+            model.graph.node.remove(node)
+            return model, True
+        return model, False
+
+
+def step_streamline_bipolar_pad(model: ModelWrapper, cfg) -> ModelWrapper:
+    """FINN's step_streamline, with -1 padding of binary convs absorbed first and checked after."""
+    from finn.builder.build_dataflow_steps import step_streamline
+
+    padded = sum(n.op_type == "Pad" for n in model.graph.node)
+    model = model.transform(InferDataTypes()).transform(AbsorbBipolarPadIntoConv())
+    left = [n.name for n in model.graph.node if n.op_type == "Pad"]
+    if left:
+        raise UserError(
+            f"{len(left)} Pad node(s) FINN cannot map ({', '.join(left)}): only -1 padding of a "
+            "binary (+-1) activation in front of a convolution is supported; pad with -1 "
+            "(models/vgg_small_finn.py BipolarPad) or use an unpadded convolution"
+        )
+    model = step_streamline(model, cfg)
+    if padded:
+        for node in model.get_nodes_by_op_type("Im2Col"):
+            amounts = getCustomOp(node).get_nodeattr("pad_amount")
+            if any(amounts) and model.get_tensor_datatype(node.input[0]) != DataType["BINARY"]:
+                raise UserError(
+                    f"{node.name}: a -1-padded convolution was not converted to XNOR-popcount "
+                    f"(its input is {model.get_tensor_datatype(node.input[0]).name}); the "
+                    "hardware would pad with 0, not -1"
+                )
+    return model

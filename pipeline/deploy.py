@@ -176,8 +176,8 @@ def brevitas_top1(
     """
     import torch
 
-    from maskbnn.models.checkpoint import load_weights, pretrained_path
-    from maskbnn.models.registry import get_network
+    from maskbnn.models.checkpoint import pretrained_path
+    from maskbnn.pipeline.export import load_model
     from maskbnn.pipeline.export import weights_hash as hash_of
 
     try:
@@ -186,9 +186,7 @@ def brevitas_top1(
         return None, f"not checked: {err}"
     if not path.is_file():
         return None, f"not checked: no weights at {path}"
-    model, _ = get_network(network)
-    load_weights(model, path, network)
-    model.eval()
+    model = load_model(network, path)
     digest = hash_of(model)
     if weights_hash and digest != weights_hash:
         return None, (

@@ -65,13 +65,15 @@ def weights_hash(model: nn.Module) -> str:
 
 
 def load_model(net: str, checkpoint: Path | None) -> nn.Module:
-    """The network with the checkpoint's weights (the shipped ones when checkpoint is None)."""
+    """The network with the checkpoint's weights (the shipped ones when checkpoint is None), as
+    plain Brevitas layers: a training method's forwards are baked into weights and BatchNorms."""
+    from maskbnn.models.brevitas_methods import bake_if_installed
     from maskbnn.models.checkpoint import load_weights, pretrained_path
     from maskbnn.models.registry import get_network
 
-    model, _ = get_network(net)
+    model, cfg = get_network(net)
     load_weights(model, Path(checkpoint) if checkpoint else pretrained_path(net), net)
-    return model.eval()
+    return bake_if_installed(model, cfg.model.method).eval()
 
 
 def export_qonnx_files(
@@ -141,8 +143,10 @@ def export_checkpoint(
     net: str, checkpoint: Path | None, out_dir: Path | None = None, layout: str = "NHWC"
 ) -> ExportResult:
     from maskbnn.config import load_network_config
+    from maskbnn.pipeline.deployability import require_deployable
 
     cfg = load_network_config(net)
+    require_deployable(cfg)  # before any work: name what FINN cannot map
     model = load_model(net, checkpoint)
     out_dir = Path(out_dir) if out_dir else BUILD_DIR / net / "export"
     return export_qonnx_files(model, net, out_dir, layout, cfg.model.image_size)

@@ -109,6 +109,8 @@ def fast_binary(model: nn.Module, enabled: bool = True) -> Iterator[int]:
     try:
         if enabled:
             for m in model.modules():
+                if "forward" in m.__dict__:
+                    continue  # a training method's own forward (models/brevitas_methods.py)
                 if isinstance(m, QuantIdentity) and _binary_act_ok(m):
                     m.forward = _act_forward
                 elif isinstance(m, QuantConv2d) and _binary_weight_ok(m):

@@ -515,6 +515,7 @@ def _run_steps_to_specialize(net: str, board: str, out: Path) -> None:
     from qonnx.core.modelwrapper import ModelWrapper
 
     from maskbnn.config import load_network_config
+    from maskbnn.models.brevitas_methods import bake_if_installed
     from maskbnn.models.checkpoint import load_weights, pretrained_path
     from maskbnn.models.registry import get_network
     from maskbnn.pipeline.build import steps
@@ -527,6 +528,7 @@ def _run_steps_to_specialize(net: str, board: str, out: Path) -> None:
         load_weights(model, pretrained_path(net), net)
     except UserError:
         pass  # no shipped weights: random ones fold and cost the same
+    bake_if_installed(model, cfg.model.method)
     exported = export_qonnx_files(model.eval(), net, out / "export", "NHWC", cfg.model.image_size)
     fcfg = DataflowBuildConfig(
         output_dir=str(out),

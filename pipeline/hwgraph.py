@@ -23,7 +23,7 @@ if str(REPO_ROOT / "driver") not in sys.path:
 from maskbnn_board.hwexec import HardwareProgram, Layer, dtype_range  # noqa: E402
 
 SUPPORTED = ("Thresholding", "ConvolutionInputGenerator", "MVAU", "Pool", "StreamingMaxPool",
-             "LabelSelect")  # fmt: skip
+             "LabelSelect", "FMPadding")  # fmt: skip
 
 
 def base_op(op_type: str) -> str:
@@ -146,6 +146,18 @@ def read_program(path: Path) -> HardwareProgram:
             layers.append(Layer(node.name, op, {"pool": list(_attr(inst, "PoolDim"))}))
         elif op == "LabelSelect":
             layers.append(Layer(node.name, op, {"k": int(_attr(inst, "K"))}))
+        elif op == "FMPadding":
+            layers.append(
+                Layer(
+                    node.name,
+                    op,
+                    {
+                        "padding": list(_attr(inst, "Padding")),
+                        "channels": int(_attr(inst, "NumChannels")),
+                        "SIMD": int(_attr(inst, "SIMD")),
+                    },
+                )
+            )
     inp, out = model.graph.input[0].name, model.graph.output[0].name
     return HardwareProgram(
         layers,

@@ -2,7 +2,10 @@
 optimizer state) and <net>.json (command, epochs, wall time, test accuracy re-measured from the
 shipped file, sha256).
 
-python -m maskbnn.pipeline.ship_pretrained RUN_DIR [--out models/pretrained]
+python -m maskbnn.pipeline.ship_pretrained RUN_DIR [--out models/pretrained] [--record-only]
+
+--record-only keeps a run's record without its weights (models/runs/: results of the training
+methods' networks, which are reported but not shipped).
 
 The last epoch's weights (checkpoint.tar) are shipped, not best.tar: best.tar is chosen on the test
 split, so its accuracy would be a selection on test.
@@ -29,12 +32,20 @@ DATA_ATTRIBUTION = (
 )
 
 
+ATTRIBUTIONS = {
+    "maskedface": DATA_ATTRIBUTION,
+    "cifar10": "CIFAR-10 (A. Krizhevsky, Learning Multiple Layers of Features from Tiny Images, 2009)",
+    "mnist": "MNIST (Y. LeCun, C. Cortes, C. J. C. Burges)",
+}
+
+
 def ship(
     run_dir: Path,
     out_dir: Path = PRETRAINED_DIR,
     unfinished: bool = False,
     command: str = "",
     note: str = "",
+    record_only: bool = False,
 ) -> dict:
     import torch
 
@@ -79,10 +90,15 @@ def ship(
             "classes": ckpt.get("classes"),
         },
     )
-    # Re-measure from the file just written, so the number belongs to the shipped bytes.
+    # Re-measure from the file just written, so the number belongs to the shipped bytes; a
+    # network trained with a method on Brevitas layers is measured baked, as it is deployed.
     cfg = load_network_config(network)
     model = build_model(cfg.model)
     load_weights(model, tar, network)
+    if hasattr(model, "method_state"):
+        from maskbnn.pipeline.export import load_model
+
+        model = load_model(network, tar)
     test = load_dataset(cfg.dataset, Path(run["datadir"]), "test", cfg.model.image_size)
     torch.set_num_threads(1)
     m = evaluate_model(model, test, test.classes, progress=False)
@@ -91,13 +107,15 @@ def ship(
         "network": network,
         "file": tar.name,
         "sha256": hashlib.sha256(tar.read_bytes()).hexdigest(),
-        "command": run["command"],
+        "command": run["command"] or command,
         "data": {
             "datadir": run["datadir"],
-            "split": "data stage default: face-disjoint, seed 0, test fraction 0.2",
+            "split": "data stage default: face-disjoint, seed 0, test fraction 0.2"
+            if cfg.dataset == "maskedface"
+            else f"{cfg.dataset}'s own test split",
             "n_train": run["n_train"],
             "n_test": m["n"],
-            "attribution": DATA_ATTRIBUTION,
+            "attribution": ATTRIBUTIONS[cfg.dataset],
         },
         "epochs": run["epochs"],
         "hparams": run["hparams"],
@@ -116,6 +134,9 @@ def ship(
         f"{torch.get_num_threads()} eval thread",
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if record_only:  # a result, not weights to ship: keep the record, drop the file
+        tar.unlink()
+        meta["file"] = meta["sha256"] = None
     tar.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     # The run's own record next to the weights (the run folder lives in the git-ignored build/).
     shutil.copyfile(run_dir / "log.txt", out_dir / f"{network}.train-log.txt")
@@ -194,14 +215,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unfinished", action="store_true", help="ship a run stopped before its end")
     p.add_argument("--command", default="", help="the run's command (for --unfinished runs)")
     p.add_argument("--note", default="", help="free text kept in <net>.json, e.g. a run's history")
+    p.add_argument(
+        "--record-only",
+        action="store_true",
+        help="write the run's record (JSON, log, curve) to --out without the weights",
+    )
     args = p.parse_args(argv)
     try:
-        meta = ship(args.run_dir, args.out, args.unfinished, args.command, args.note)
+        meta = ship(
+            args.run_dir, args.out, args.unfinished, args.command, args.note, args.record_only
+        )
     except UserError as err:
         print(f"ship_pretrained: error: {err}", file=sys.stderr)
         return err.exit_code
-    write_readme(args.out)
-    print(f"{meta['file']}: test top1 {meta['test_top1']:.2f}% of {meta['data']['n_test']}")
+    if not args.record_only:
+        write_readme(args.out)
+    print(f"{meta['network']}: test top1 {meta['test_top1']:.2f}% of {meta['data']['n_test']}")
     return 0
 
 

@@ -12,6 +12,7 @@ data (the face-disjoint one for MaskedFace-Net); metrics.json reports the last e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -74,6 +75,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=True,
         help="train through Brevitas' own 1-bit quantisers (same math, slower)",
     )
+    # Binary training methods (models/method.py; networks vgg_small_*, resnet*, alexnet_*).
+    p.add_argument(
+        "--method",
+        help="override the config's binary method, KEY=VAL,... e.g. estimator=ede,rsign=true",
+    )
+    p.add_argument(
+        "--teacher",
+        help="knowledge distillation from this checkpoint ('pretrained': the shipped weights)",
+    )
+    p.add_argument("--teacher-network", help="the teacher's network name (default: --network)")
+    p.add_argument(
+        "--kd-weight",
+        type=float,
+        help="loss = task loss + W * KL(p_teacher || p_student) (default 1.0)",
+    )
+    p.add_argument("--save-every", type=int, help="also keep checkpoints/epoch_<N>.tar every N")
+    p.add_argument(
+        "--amp",
+        action="store_true",
+        help="bfloat16 autocast for training; refused on CPUs without avx512_bf16/amx_bf16",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,12 +117,42 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--datadir {datadir} does not exist")
     if args.evaluate:
         return _evaluate(args, cfg, Path(datadir))
+    if args.amp:
+        from maskbnn.pipeline.method_hooks import cpu_has_bf16
+
+        if not cpu_has_bf16():
+            raise UserError(
+                "--amp: this CPU has no native bfloat16 (neither avx512_bf16 nor amx_bf16 in "
+                "/proc/cpuinfo); torch would emulate it, slower than float32. Train without --amp."
+            )
     return _train(args, cfg, Path(datadir))
+
+
+def with_method(cfg: NetworkConfig, override: str | None, saved: dict | None) -> NetworkConfig:
+    """The config with its effective binary method: --method KEY=VAL over the resumed run's method
+    (`saved`) over the config's. Networks without a method refuse --method."""
+    from maskbnn.models.method import BinaryMethod
+    from maskbnn.models.registry import METHOD_FAMILIES
+
+    # A method family, or any family whose config names a method (e.g. vgg_small_finn).
+    if cfg.model.family not in METHOD_FAMILIES and cfg.model.method is None:
+        if override:
+            raise UserError(
+                f"--method: {cfg.name} ({cfg.model.family} family) has no binary method; "
+                f"method families: {sorted(METHOD_FAMILIES)}"
+            )
+        return cfg
+    base = saved if saved is not None else cfg.model.method
+    method = BinaryMethod.from_dict(base, f"{cfg.name}: model.method")
+    if override:
+        method = method.with_overrides(override)
+    model = dataclasses.replace(cfg.model, method=method.as_dict())
+    return dataclasses.replace(cfg, model=model)
 
 
 # --- evaluation --------------------------------------------------------------------------------
 def _evaluate(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
-    from maskbnn.models.checkpoint import load_weights, pretrained_path
+    from maskbnn.models.checkpoint import load_weights, pretrained_path, read_checkpoint
     from maskbnn.models.registry import build_model
     from maskbnn.pipeline.plots import plot_confusion
     from maskbnn.pipeline.trainer import evaluate_model
@@ -108,6 +160,8 @@ def _evaluate(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> in
     if not (args.pretrained or args.resume):
         raise UserError("--evaluate needs weights: --pretrained or --resume CKPT")
     weights = pretrained_path(cfg.name) if args.pretrained else args.resume
+    saved_method = read_checkpoint(weights).get("hparams", {}).get("method")
+    cfg = with_method(cfg, args.method, saved_method)
     model = build_model(cfg.model)
     load_weights(model, weights, cfg.name, strict=args.strict)
     data = load_eval_data(cfg, datadir, args.eval_split)
@@ -200,6 +254,7 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
             raise UserError(f"--resume {args.resume} holds weights only (no optimizer state)")
     t = cfg.train
     saved_hp = (ckpt or {}).get("hparams", {})
+    cfg = with_method(cfg, args.method, saved_hp.get("method"))
 
     def pick(flag, name):  # flag > the resumed run's value > the config
         return flag if flag is not None else saved_hp.get(name, getattr(t, name))
@@ -224,6 +279,21 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
     }
     if hp["epochs"] < 1 or hp["batch_size"] < 2:
         raise UserError("--epochs must be >= 1 and --batch_size >= 2")
+    # Recorded only where they apply, so other networks' hparams stay as they were.
+    if cfg.model.method is not None:
+        hp["method"] = cfg.model.method
+    teacher = args.teacher or saved_hp.get("teacher")
+    if teacher:
+        hp["teacher"] = str(teacher)
+        hp["teacher_network"] = args.teacher_network or saved_hp.get("teacher_network", cfg.name)
+        kd_weight = args.kd_weight if args.kd_weight is not None else saved_hp.get("kd_weight")
+        hp["kd_weight"] = 1.0 if kd_weight is None else kd_weight
+    elif args.teacher_network or args.kd_weight is not None:
+        raise UserError("--teacher-network and --kd-weight need --teacher CKPT")
+    if args.save_every is not None and args.save_every < 1:
+        raise UserError("--save-every must be >= 1")
+    if args.amp:
+        hp["amp"] = True
 
     train = load_dataset(cfg.dataset, datadir, "train", cfg.model.image_size)
     test = load_dataset(cfg.dataset, datadir, "test", cfg.model.image_size)
@@ -261,9 +331,22 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
 
     command = shlex.join(["maskbnn", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else ""
     hooks = [ClipWeights(-1.0, 1.0)]
+    if cfg.model.method is not None:
+        from maskbnn.models.method import BinaryMethod
+        from maskbnn.pipeline.method_hooks import EdeAnneal
+
+        method = BinaryMethod.from_dict(cfg.model.method)
+        if method.uses_ede:
+            hooks.insert(0, EdeAnneal(method.ede_t_min, method.ede_t_max))
     if not args.dry_run:
         extra = {"hparams": hp, "datadir": str(datadir), "classes": list(train.classes)}
-        hooks.append(Checkpoints(run_dir / "checkpoints", cfg.name, extra))
+        checkpoints = Checkpoints(run_dir / "checkpoints", cfg.name, extra)
+        hooks.append(checkpoints)
+        if args.save_every:
+            from maskbnn.pipeline.method_hooks import SaveEvery
+
+            hooks.append(SaveEvery(checkpoints, args.save_every))
+    distill = _distiller(cfg, hp) if teacher else None
     trainer = Trainer(
         model,
         make_loss(hp["loss"], cfg.model.num_classes),
@@ -278,6 +361,8 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         log_freq=args.log_freq,
         progress=args.progress,
         fast=args.fast_binary,
+        distill=distill,
+        amp=args.amp,
     )
     start = 1
     if ckpt is not None:
@@ -316,6 +401,28 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         plot_confusion(final["confusion"], train.classes, run_dir / "confusion.png", cfg.name)
         log(f"run folder: {run_dir}")
     return 0
+
+
+def _distiller(cfg: NetworkConfig, hp: dict):
+    """The KD term of a run: the teacher network built as its checkpoint was trained (its method
+    included), its weights loaded, frozen; it must see the same images and classes."""
+    from maskbnn.models.checkpoint import load_weights, pretrained_path, read_checkpoint
+    from maskbnn.models.distill import make_distiller
+    from maskbnn.models.registry import build_model
+
+    name = hp["teacher_network"]
+    tcfg = load_network_config(name)
+    same = ("num_classes", "image_size", "in_channels")
+    diff = [k for k in same if getattr(tcfg.model, k) != getattr(cfg.model, k)]
+    if tcfg.dataset != cfg.dataset or diff:
+        raise UserError(
+            f"--teacher-network {name} does not fit {cfg.name}: dataset or {diff or same} differ"
+        )
+    path = pretrained_path(name) if hp["teacher"] == "pretrained" else Path(hp["teacher"])
+    tcfg = with_method(tcfg, None, read_checkpoint(path).get("hparams", {}).get("method"))
+    teacher = build_model(tcfg.model)
+    load_weights(teacher, path, name)
+    return make_distiller(teacher, hp["kd_weight"])
 
 
 def _write_json(path: Path, payload: dict) -> None:

@@ -96,6 +96,8 @@ def make_scheduler(
 class Hook:
     """Called by Trainer.fit; override what you need."""
 
+    def on_epoch_start(self, trainer: Trainer, epoch: int, epochs: int) -> None: ...
+
     def on_step_end(self, trainer: Trainer, epoch: int, step: int, loss: float) -> None: ...
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, record: dict) -> None: ...
@@ -160,8 +162,14 @@ class Trainer:
         log_freq: int = 0,
         progress: bool = True,
         fast: bool = True,
+        distill: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        amp: bool = False,
     ) -> None:
         self.model = model
+        # Optional extra loss term from (input batch, output), e.g. knowledge distillation
+        # (models/distill.py); amp runs forward and loss under bfloat16 CPU autocast.
+        self.distill = distill
+        self.amp = amp
         self.fast = fast  # fused 1-bit forward/backward while training (pipeline/fast_binary.py)
         self.loss_fn = loss_fn
         self.optimizer = optimizer
@@ -207,6 +215,8 @@ class Trainer:
         x, y = to_tensors(train)
         t_fit = time.perf_counter()
         for epoch in range(start_epoch, epochs + 1):
+            for h in self.hooks:
+                h.on_epoch_start(self, epoch, epochs)
             t0 = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_metrics = self.train_epoch(x, y, epoch, epochs)
@@ -268,8 +278,12 @@ class Trainer:
             xb = random_crop_flip(xb, generator=self.generator)
         xb = xb.float().div_(255.0)
         yb = y[idx]
-        out = self.model(xb)
-        loss = self.loss_fn(out, yb)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.amp):
+            out = self.model(xb)
+            loss = self.loss_fn(out, yb)
+            if self.distill is not None:
+                loss = loss + self.distill(xb, out)
+        out = out.float()
         value = float(loss.detach())
         if not math.isfinite(value):
             raise UserError(

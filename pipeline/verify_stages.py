@@ -41,7 +41,9 @@ def worst_case_images(shape: tuple[int, ...]) -> tuple[np.ndarray, list[str]]:
 
 
 def brevitas_outputs(model, x: np.ndarray, batch: int = 250) -> dict[str, np.ndarray]:
-    """Logits, top-1 and the last layer's XNOR popcount (from its +-1 dot product) of a model."""
+    """Logits, top-1 and the last layer's integer accumulator of a model: the XNOR popcount for a
+    binary last layer (+-1 inputs and weights), the +-1 x integer-weight dot product for a last
+    layer with wider weights (what FINN's MVAU accumulates once the scales move to the TopK)."""
     import torch
     from brevitas.nn import QuantLinear
 
@@ -54,19 +56,24 @@ def brevitas_outputs(model, x: np.ndarray, batch: int = 250) -> dict[str, np.nda
             for s in range(0, len(x), batch):
                 t = torch.from_numpy(x[s : s + batch]).permute(0, 3, 1, 2).float() / 255.0
                 logits.append(model(t).numpy())
-            w = np.sign(_value(last.quant_weight()).numpy())
+            qw = last.quant_weight()
+            w = _value(qw).numpy()
+            w_int = qw.int().numpy().astype(np.int64) if hasattr(qw, "int") else None
     finally:
         hook.remove()
     acts = np.concatenate([a.numpy() for a in seen])
-    if not np.all(np.isin(acts, (-1.0, 1.0))) or not np.all(np.isin(w, (-1.0, 1.0))):
-        raise ValueError("the last layer is not binary (+-1 inputs and weights)")
-    dot = np.rint(acts @ w.T).astype(np.int64)
+    if not np.all(np.isin(acts, (-1.0, 1.0))):
+        raise ValueError("the last layer's inputs are not binary (+-1)")
     logits = np.concatenate(logits)
-    return {
-        "logits": logits,
-        "top1": logits.argmax(axis=1),
-        "popcount": (dot + w.shape[1]) // 2,
-    }
+    a_int = np.rint(acts).astype(np.int64)
+    if np.all(np.isin(np.sign(w), (-1.0, 1.0))) and np.all(np.abs(w) == np.abs(w).flat[0]):
+        dot = a_int @ np.sign(w).astype(np.int64).T
+        acc = (dot + w.shape[1]) // 2  # popcount of xnor(bits) = (dot + K) / 2
+    elif w_int is not None:
+        acc = a_int @ w_int.T
+    else:
+        raise ValueError("the last layer's weights are neither binary nor integer-quantised")
+    return {"logits": logits, "top1": logits.argmax(axis=1), "popcount": acc}
 
 
 def _value(t):

@@ -15,7 +15,8 @@ Numbers travel between layers as float32 holding integers: every value and parti
 products; layers that could exceed it fall back to int64.
 
 Layers (FINN op types with the ``_hls``/``_rtl`` suffix removed):
-Thresholding, ConvolutionInputGenerator, MVAU, Pool (MaxPool), StreamingMaxPool, LabelSelect.
+Thresholding, ConvolutionInputGenerator, MVAU, Pool (MaxPool), StreamingMaxPool, LabelSelect,
+FMPadding.
 """
 
 from __future__ import annotations
@@ -173,6 +174,9 @@ def run_mvau(x: np.ndarray, layer: Layer) -> np.ndarray:
     a = layer.attrs
     w = layer.arrays["weights"]  # (MW, MH)
     mw = w.shape[0]
+    # An FC after a conv stack reads the whole NHWC map as one vector (FINN reorders its weight
+    # rows to that order when it drops the Flatten).
+    lead = x.shape[:-1] if x.shape[-1] == mw else x.shape[:1]
     flat = x.reshape(-1, mw)
     if a["exact_f32"] and flat.dtype == np.float32:
         acc = flat @ layer.f32("weights")
@@ -192,7 +196,7 @@ def run_mvau(x: np.ndarray, layer: Layer) -> np.ndarray:
         out = wrap(acc, a["out_dtype"])  # the output stream is out_dtype bits wide
     else:
         out = acc
-    return out.reshape(*x.shape[:-1], w.shape[1])
+    return out.reshape(*lead, w.shape[1])
 
 
 def run_pool(x: np.ndarray, layer: Layer) -> np.ndarray:
@@ -219,6 +223,12 @@ def run_labelselect(x: np.ndarray, layer: Layer) -> np.ndarray:
     return np.argsort(-flat, axis=1, kind="stable")[:, :k]
 
 
+def run_fmpadding(x: np.ndarray, layer: Layer) -> np.ndarray:
+    """Zero padding of the stored values (NHWC); for a binary map bit 0 is the value -1."""
+    top, left, bottom, right = layer.attrs["padding"]
+    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+
 RUNNERS = {
     "Thresholding": run_thresholding,
     "ConvolutionInputGenerator": run_im2col,
@@ -226,6 +236,7 @@ RUNNERS = {
     "Pool": run_pool,
     "StreamingMaxPool": run_streaming_maxpool,
     "LabelSelect": run_labelselect,
+    "FMPadding": run_fmpadding,
 }
 
 
