@@ -63,7 +63,13 @@ def build_model(cfg: ModelConfig) -> nn.Module:
             from maskbnn.models.brevitas_methods import install_method
             from maskbnn.models.method import BinaryMethod
 
-            install_method(model, BinaryMethod.from_dict(cfg.method, "model.method"))
+            method = BinaryMethod.from_dict(cfg.method, "model.method")
+            if method.pad_value != cfg.pad_value:  # one padding, said once per meaning
+                raise UserError(
+                    f"model.method.pad_value {method.pad_value} differs from model.pad_value "
+                    f"{cfg.pad_value}: the FINN form pads its binary convs with model.pad_value"
+                )
+            install_method(model, method)
         return model
     if cfg.family in METHOD_FAMILIES:
         from importlib import import_module
