@@ -16,6 +16,7 @@ def _trained_a_little(method: dict) -> tuple[torch.nn.Module, BinaryMethod]:
     from maskbnn.models.registry import build_model
 
     cfg = load_network_config("vgg_small_finn_irnet").model
+    method = {"pad_value": cfg.pad_value, **method}  # the FINN form pads as its model says
     cfg = dataclasses.replace(cfg, method=method)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -96,3 +97,10 @@ def test_fast_binary_leaves_a_method_forward_alone():
         assert n == 0
     after = {id(m): m.__dict__["forward"] for m in model.modules() if "forward" in m.__dict__}
     assert after == forwards
+
+
+def test_method_padding_must_match_the_model():
+    from maskbnn.errors import UserError
+
+    with pytest.raises(UserError, match="pad_value"):
+        _trained_a_little({"estimator": "ede", "first_last": "int8", "pad_value": 0.0})
