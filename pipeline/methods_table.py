@@ -112,6 +112,11 @@ def collect(spec: dict, board: str, out: Path, estimates: bool = True) -> list[d
     return rows
 
 
+def _cell(text: str) -> str:
+    """Table-safe text: a '|' (as in mean|W|) would split the Markdown cell."""
+    return str(text).replace("|", "\\|")
+
+
 def _e(x: float) -> str:
     return f"{x:.2e}"
 
@@ -140,7 +145,7 @@ def to_markdown(rows: list[dict], published: list[dict], board: str) -> str:
         else:
             finn = "no (reasons below)"
         lines.append(
-            f"| {r['network']} | {r['method']} | {r['dataset']} | {acc} | {budget} | "
+            f"| {r['network']} | {_cell(r['method'])} | {r['dataset']} | {acc} | {budget} | "
             f"{_e(r['BOPs'])} | {_e(r['FLOPs'])} | {_e(r['OPs'])} | {finn} |"
         )
     refused = [r for r in rows if not r["deployable"]]
@@ -161,7 +166,8 @@ def to_markdown(rows: list[dict], published: list[dict], board: str) -> str:
     ]
     for p in sorted(published, key=lambda p: p["dataset"]):
         lines.append(
-            f"| {p['dataset']} | {p['model']} | {p['method']} | {p['top1']} | {p['source']} |"
+            f"| {p['dataset']} | {_cell(p['model'])} | {_cell(p['method'])} | {p['top1']} | "
+            f"{_cell(p['source'])} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -73,3 +73,13 @@ def test_table_spec_is_strict(tmp_path):
     bad.write_text("rows:\n  - {network: x, methd: y}\n")
     with pytest.raises(UserError, match="network and method"):
         load_table(bad)
+
+
+def test_pipes_in_method_names_do_not_split_cells():
+    from maskbnn.pipeline.methods_table import to_markdown
+
+    row = {"network": "n", "method": "Bi-Real: mean|W|", "dataset": "d", "top1": None,
+           "epochs": None, "BOPs": 1.0, "FLOPs": 1.0, "OPs": 1.0, "deployable": False,
+           "not_deployable_because": ["x"]}  # fmt: skip
+    line = next(x for x in to_markdown([row], [], "Pynq-Z1").splitlines() if x.startswith("| n "))
+    assert line.count("|") - line.count("\\|") == 10  # nine cells
