@@ -8,11 +8,16 @@ max-pool after the sign, and a TensorNorm (per-tensor affine) after the last FC.
 from __future__ import annotations
 
 import torch
-from brevitas.core.restrict_val import RestrictValueType
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
 from torch import nn
 
-from maskbnn.models.quant import CommonActQuant, CommonWeightQuant, LatentWeights, TensorNorm
+from maskbnn.models.quant import (
+    CommonActQuant,
+    CommonWeightQuant,
+    LatentWeights,
+    TensorNorm,
+    input_quant,
+)
 
 # (out_channels, max-pool after) at width 1x; upstream's CNV_OUT_CH_POOL.
 CONV_LAYERS = ((64, False), (64, True), (128, False), (128, True), (256, False), (256, False))
@@ -36,16 +41,7 @@ class CNV(LatentWeights):
         self.conv_features = nn.ModuleList()
         self.linear_features = nn.ModuleList()
         # 8-bit input in Q1.7 after the 2x-1 of forward(): the same fixed-point grid as upstream.
-        self.conv_features.append(
-            QuantIdentity(
-                act_quant=CommonActQuant,
-                bit_width=in_bit_width,
-                min_val=-1.0,
-                max_val=1.0 - 2.0 ** (-7),
-                narrow_range=False,
-                restrict_scaling_type=RestrictValueType.POWER_OF_TWO,
-            )
-        )
+        self.conv_features.append(input_quant(in_bit_width))
         ch, side = in_channels, image_size
         for out_ch, pool in CONV_LAYERS:
             out_ch = scaled(out_ch, width)

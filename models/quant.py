@@ -1,11 +1,25 @@
 """Quantizer presets and output layers, taken from brevitas' own bnn_pynq example (shipped in the
 brevitas wheel) so the networks quantise exactly as upstream's do and FINN streamlines them the same."""
 
-from brevitas.nn import QuantConv2d, QuantLinear
+from brevitas.core.restrict_val import RestrictValueType
+from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
 from brevitas_examples.bnn_pynq.models.common import CommonActQuant, CommonWeightQuant
 from brevitas_examples.bnn_pynq.models.losses import SqrHingeLoss
 from brevitas_examples.bnn_pynq.models.tensor_norm import TensorNorm
 from torch import nn
+
+
+def input_quant(bit_width: int) -> QuantIdentity:
+    """The image input after the model's 2x-1: `bit_width` bits on the Q1.7 grid [-1, 1 - 2^-7]
+    with a power-of-two scale, upstream CNV's fixed-point input."""
+    return QuantIdentity(
+        act_quant=CommonActQuant,
+        bit_width=bit_width,
+        min_val=-1.0,
+        max_val=1.0 - 2.0 ** (-7),
+        narrow_range=False,
+        restrict_scaling_type=RestrictValueType.POWER_OF_TWO,
+    )
 
 
 class LatentWeights(nn.Module):
@@ -23,4 +37,11 @@ class LatentWeights(nn.Module):
                 m.weight.data.clamp_(min_val, max_val)
 
 
-__all__ = ["CommonActQuant", "CommonWeightQuant", "LatentWeights", "SqrHingeLoss", "TensorNorm"]
+__all__ = [
+    "CommonActQuant",
+    "CommonWeightQuant",
+    "LatentWeights",
+    "SqrHingeLoss",
+    "TensorNorm",
+    "input_quant",
+]

@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from brevitas.core.restrict_val import RestrictValueType
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
 from torch import nn
 
 from maskbnn.models.cnv import scaled
-from maskbnn.models.quant import CommonActQuant, CommonWeightQuant, LatentWeights, TensorNorm
+from maskbnn.models.quant import (
+    CommonActQuant,
+    CommonWeightQuant,
+    LatentWeights,
+    TensorNorm,
+    input_quant,
+)
 
 # (out_channels at width 1x, padded, max-pool after): IR-Net's VGG-Small, 128-128-256-256-512-512.
 CONV_LAYERS = (
@@ -66,16 +71,7 @@ class VGGSmallFINN(LatentWeights):
     ) -> None:
         super().__init__()
         self.features = nn.ModuleList()
-        self.features.append(
-            QuantIdentity(  # 8-bit input on CNV's Q1.7 grid
-                act_quant=CommonActQuant,
-                bit_width=in_bit_width,
-                min_val=-1.0,
-                max_val=1.0 - 2.0 ** (-7),
-                narrow_range=False,
-                restrict_scaling_type=RestrictValueType.POWER_OF_TWO,
-            )
-        )
+        self.features.append(input_quant(in_bit_width))  # 8-bit input on CNV's Q1.7 grid
         ch, side = in_channels, image_size
         for i, (out_ch, padded, pool) in enumerate(CONV_LAYERS):
             out_ch = scaled(out_ch, width)
