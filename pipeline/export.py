@@ -66,14 +66,24 @@ def weights_hash(model: nn.Module) -> str:
 
 def load_model(net: str, checkpoint: Path | None) -> nn.Module:
     """The network with the checkpoint's weights (the shipped ones when checkpoint is None), as
-    plain Brevitas layers: a training method's forwards are baked into weights and BatchNorms."""
-    from maskbnn.models.brevitas_methods import bake_if_installed
-    from maskbnn.models.checkpoint import load_weights, pretrained_path
-    from maskbnn.models.registry import get_network
+    plain Brevitas layers: a training method's forwards are baked into weights and BatchNorms.
+    The method is the one the checkpoint was trained with (`train --method` may override the
+    config's), so the baked network computes what was trained."""
+    import dataclasses
 
-    model, cfg = get_network(net)
-    load_weights(model, Path(checkpoint) if checkpoint else pretrained_path(net), net)
-    return bake_if_installed(model, cfg.model.method).eval()
+    from maskbnn.config import load_network_config
+    from maskbnn.models.brevitas_methods import bake_if_installed
+    from maskbnn.models.checkpoint import load_weights, pretrained_path, read_checkpoint
+    from maskbnn.models.registry import build_model
+
+    path = Path(checkpoint) if checkpoint else pretrained_path(net)
+    cfg = load_network_config(net).model
+    trained = read_checkpoint(path).get("hparams", {}).get("method")
+    if trained is not None:
+        cfg = dataclasses.replace(cfg, method=trained)
+    model = build_model(cfg)
+    load_weights(model, path, net)
+    return bake_if_installed(model, cfg.method).eval()
 
 
 def export_qonnx_files(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from maskbnn.config import load_network_config
 from maskbnn.errors import UserError
-from maskbnn.models.checkpoint import PRETRAINED_DIR, load_weights, read_checkpoint, save_checkpoint
+from maskbnn.models.checkpoint import PRETRAINED_DIR, read_checkpoint, save_checkpoint
 
 DATA_ATTRIBUTION = (
     "MaskedFace-Net (Cabani, Hammoudi, Benhabiles, Melkemi, Smart Health 19 (2021) 100144, "
@@ -49,8 +49,8 @@ def ship(
 ) -> dict:
     import torch
 
-    from maskbnn.models.registry import build_model
     from maskbnn.pipeline.datasets import load_dataset
+    from maskbnn.pipeline.export import load_model
     from maskbnn.pipeline.trainer import evaluate_model
 
     run_dir = Path(run_dir)
@@ -93,12 +93,7 @@ def ship(
     # Re-measure from the file just written, so the number belongs to the shipped bytes; a
     # network trained with a method on Brevitas layers is measured baked, as it is deployed.
     cfg = load_network_config(network)
-    model = build_model(cfg.model)
-    load_weights(model, tar, network)
-    if hasattr(model, "method_state"):
-        from maskbnn.pipeline.export import load_model
-
-        model = load_model(network, tar)
+    model = load_model(network, tar)
     test = load_dataset(cfg.dataset, Path(run["datadir"]), "test", cfg.model.image_size)
     torch.set_num_threads(1)
     m = evaluate_model(model, test, test.classes, progress=False)

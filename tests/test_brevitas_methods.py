@@ -104,3 +104,20 @@ def test_method_padding_must_match_the_model():
 
     with pytest.raises(UserError, match="pad_value"):
         _trained_a_little({"estimator": "ede", "first_last": "int8", "pad_value": 0.0})
+
+
+def test_export_bakes_with_the_method_the_checkpoint_was_trained_with(tmp_path):
+    from maskbnn.models.checkpoint import save_checkpoint
+    from maskbnn.pipeline.export import load_model
+
+    trained = {"estimator": "approxsign", "weight_binarizer": "mean_abs", "first_last": "int8"}
+    model, m = _trained_a_little(trained)  # not the config's libra_pb: a `--method` override
+    path = tmp_path / "run.tar"
+    hparams = {"method": {**m.as_dict()}}
+    save_checkpoint(path, {"state_dict": model.state_dict(), "network": "vgg_small_finn_irnet",
+                           "hparams": hparams})  # fmt: skip
+    x = torch.rand(100, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+        got = load_model("vgg_small_finn_irnet", path)(x)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
