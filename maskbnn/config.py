@@ -28,8 +28,9 @@ class ModelConfig:
     width: float = 1.0  # CNV channel-width multiplier
     image_size: int = 32
     hidden: tuple[int, ...] = ()  # FC hidden layer widths
-    pad_value: float = -1.0  # vgg_small_finn: value binary convs pad with (-1 = the hardware's)
-    first_last_weight_bits: int = 8  # vgg_small_finn: weight bits of the first conv and the FC
+    pad_value: float = -1.0  # FINN forms: value binary convs pad with (-1 = the hardware's)
+    first_last_weight_bits: int = 8  # FINN forms: weight bits of the first conv and the FC
+    res_bits: int = 4  # resnet20_finn: bits of the residual stream's shared quantiser
     # Binary training method of the method families (vgg_small, resnet20, resnet18, alexnet_small):
     # a mapping validated into models/method.py's BinaryMethod (unknown keys are errors).
     method: dict | None = None

@@ -7,6 +7,11 @@ from torch import nn
 from maskbnn.config import ModelConfig, NetworkConfig, load_network_config, network_names
 from maskbnn.errors import UserError
 
+# FINN forms: Brevitas networks a method can be installed on and baked out of before export.
+FINN_FORMS = {
+    "vgg_small_finn": ("vgg_small_finn", "VGGSmallFINN"),
+    "resnet20_finn": ("resnet20_finn", "ResNet20FINN"),
+}
 # Families trained with a BinaryMethod (models/method.py): family -> (module, class).
 METHOD_FAMILIES = {
     "vgg_small": ("vgg_small", "VGGSmall"),
@@ -18,7 +23,7 @@ METHOD_FAMILIES = {
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """Instantiate the Brevitas network a model config describes."""
-    if cfg.method is not None and cfg.family not in (*METHOD_FAMILIES, "vgg_small_finn"):
+    if cfg.method is not None and cfg.family not in (*METHOD_FAMILIES, *FINN_FORMS):
         raise UserError(
             f"model family {cfg.family!r} takes no method; method families: {sorted(METHOD_FAMILIES)}"
         )
@@ -45,10 +50,13 @@ def build_model(cfg: ModelConfig) -> nn.Module:
             cfg.hidden,
             (cfg.in_channels, cfg.image_size, cfg.image_size),
         )
-    if cfg.family == "vgg_small_finn":
-        from maskbnn.models.vgg_small_finn import VGGSmallFINN
+    if cfg.family in FINN_FORMS:
+        from importlib import import_module
 
-        model = VGGSmallFINN(
+        module, cls = FINN_FORMS[cfg.family]
+        net = getattr(import_module(f"maskbnn.models.{module}"), cls)
+        extra = {"res_bits": cfg.res_bits} if cfg.family == "resnet20_finn" else {}
+        model = net(
             cfg.num_classes,
             cfg.weight_bit_width,
             cfg.act_bit_width,
@@ -58,6 +66,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
             cfg.image_size,
             cfg.pad_value,
             cfg.first_last_weight_bits,
+            **extra,
         )
         if cfg.method is not None:  # trained with a paper's method, baked away before export
             from maskbnn.models.brevitas_methods import install_method

@@ -44,6 +44,21 @@ CONV_LAYERS = (
 KERNEL_SIZE = 3
 
 
+def map_classifier(features: int, num_classes: int, weight_bits: int) -> nn.Sequential:
+    """The last layer of the FINN forms: an FC over the whole feature map with `weight_bits`
+    weights, then CNV's TensorNorm (a per-tensor affine FINN absorbs into the TopK)."""
+    return nn.Sequential(
+        QuantLinear(
+            features,
+            num_classes,
+            bias=False,
+            weight_quant=CommonWeightQuant,
+            weight_bit_width=weight_bits,
+        ),
+        TensorNorm(),
+    )
+
+
 class BipolarPad(nn.Module):
     """Constant padding of a +-1 feature map with `pad_value` (-1 matches the hardware)."""
 
@@ -97,16 +112,7 @@ class VGGSmallFINN(LatentWeights):
                 self.features.append(nn.MaxPool2d(2))
                 side //= 2
             ch = out_ch
-        self.classifier = nn.Sequential(
-            QuantLinear(
-                ch * side * side,
-                num_classes,
-                bias=False,
-                weight_quant=CommonWeightQuant,
-                weight_bit_width=first_last_weight_bits,
-            ),
-            TensorNorm(),
-        )
+        self.classifier = map_classifier(ch * side * side, num_classes, first_last_weight_bits)
         self.init_latent_weights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

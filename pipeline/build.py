@@ -76,6 +76,7 @@ def steps(finn_minimize: bool = False) -> list[tuple[str, Callable]]:
     import finn.builder.build_dataflow_steps as S
 
     from maskbnn.pipeline.build_steps import (
+        step_convert_to_hw_actval_safe,
         step_minimize_bit_width_xnor_safe,
         step_streamline_bipolar_pad,
     )
@@ -88,7 +89,7 @@ def steps(finn_minimize: bool = False) -> list[tuple[str, Callable]]:
         ("qonnx_to_finn", S.step_qonnx_to_finn),
         ("tidy_up", S.step_tidy_up),
         ("streamline", step_streamline_bipolar_pad),
-        ("convert_to_hw", S.step_convert_to_hw),
+        ("convert_to_hw", step_convert_to_hw_actval_safe),
         ("minimize_bit_width_initial", minimize_initial),
         ("create_dataflow_partition", S.step_create_dataflow_partition),
         ("specialize_layers", S.step_specialize_layers),

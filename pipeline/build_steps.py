@@ -162,7 +162,12 @@ def step_streamline_bipolar_pad(model: ModelWrapper, cfg) -> ModelWrapper:
             "binary (+-1) activation in front of a convolution is supported; pad with -1 "
             "(models/vgg_small_finn.py BipolarPad) or use an unpadded convolution"
         )
+    joins = _has_join(model)
+    if joins:
+        model = streamline_residual(model)
     model = step_streamline(model, cfg)
+    if joins:
+        model = residual_to_nhwc(model)
     if padded:
         for node in model.get_nodes_by_op_type("Im2Col"):
             amounts = getCustomOp(node).get_nodeattr("pad_amount")
@@ -172,4 +177,134 @@ def step_streamline_bipolar_pad(model: ModelWrapper, cfg) -> ModelWrapper:
                     f"(its input is {model.get_tensor_datatype(node.input[0]).name}); the "
                     "hardware would pad with 0, not -1"
                 )
+    return model
+
+
+# --- residual networks ------------------------------------------------------------------------------
+# FINN's Streamline stops at a residual add: the shared quantiser's scale sits as a Mul on both of
+# the add's inputs and, on the shortcut, in front of a fork, where no Absorb rewrite applies. FINN
+# has the rewrites (MoveScalarLinearPastFork, MoveLinearPastEltwiseAdd) but step_streamline does not
+# run them; we alternate them with Streamline until the graph stops changing, then hand over to
+# FINN's step_streamline for lowering, XNOR conversion and the final absorptions.
+
+
+def _has_join(model: ModelWrapper) -> bool:
+    return any(
+        n.op_type == "Add" and all(model.get_initializer(i) is None for i in n.input)
+        for n in model.graph.node
+    )
+
+
+class SplitForkedBipolarThresholds(Transformation):
+    """A sign (bipolar MultiThreshold) read by two convolutions -> one sign per convolution.
+
+    qonnx's ConvertBipolarMatMulToXnorPopcount turns the sign feeding a MatMul into a {0, 1}
+    output and fails on the second MatMul reading it (its input is then no longer BIPOLAR); a
+    down-sampling block's sign feeds both the 3x3 conv and the 1x1 shortcut. With one sign each,
+    both convert; in hardware the integer stream forks in front of two threshold units."""
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        import copy
+
+        for node in model.graph.node:
+            if node.op_type != "MultiThreshold":
+                continue
+            if getCustomOp(node).get_nodeattr("out_dtype") != "BIPOLAR":
+                continue
+            consumers = model.find_consumers(node.output[0]) or []
+            if len(consumers) < 2:
+                continue
+            index = list(model.graph.node).index(node)
+            for k, consumer in enumerate(consumers[1:], start=1):
+                twin = copy.deepcopy(node)
+                twin.name = f"{node.name}_fork{k}"
+                twin.output[0] = model.make_new_valueinfo_name()
+                model.set_tensor_shape(twin.output[0], model.get_tensor_shape(node.output[0]))
+                model.set_tensor_datatype(twin.output[0], DataType["BIPOLAR"])
+                for i, name in enumerate(consumer.input):
+                    if name == node.output[0]:
+                        consumer.input[i] = twin.output[0]
+                model.graph.node.insert(index + k, twin)
+            return model, True
+        return model, False
+
+
+def streamline_residual(model: ModelWrapper, rounds: int = 6) -> ModelWrapper:
+    """Scales moved past forks and residual adds into the thresholds that follow them."""
+    from finn.transformation.streamline import Streamline
+    from finn.transformation.streamline.reorder import (
+        MoveLinearPastEltwiseAdd,
+        MoveScalarLinearPastFork,
+    )
+
+    for _ in range(rounds):
+        before = model.model.SerializeToString()
+        model = model.transform(Streamline())
+        model = model.transform(MoveScalarLinearPastFork())
+        model = model.transform(MoveLinearPastEltwiseAdd())
+        model = model.transform(InferDataTypes())
+        if model.model.SerializeToString() == before:
+            break
+    return model.transform(SplitForkedBipolarThresholds())
+
+
+def residual_to_nhwc(model: ModelWrapper, rounds: int = 8) -> ModelWrapper:
+    """After lowering, the adds are left in NCHW between Transposes: move the Transposes past
+    forks and adds and through thresholds until they meet and cancel, as FINN's own lowering
+    does for a chain."""
+    from finn.transformation.streamline.absorb import (
+        AbsorbConsecutiveTransposes,
+        AbsorbTransposeIntoMultiThreshold,
+    )
+    from finn.transformation.streamline.reorder import (
+        MoveTransposePastFork,
+        MoveTransposePastJoinAdd,
+    )
+    from qonnx.transformation.infer_data_layouts import InferDataLayouts
+
+    for _ in range(rounds):
+        before = model.model.SerializeToString()
+        for t in (MoveTransposePastFork(), MoveTransposePastJoinAdd(),
+                  AbsorbTransposeIntoMultiThreshold(), AbsorbConsecutiveTransposes()):  # fmt: skip
+            model = model.transform(t)
+        model = model.transform(InferDataTypes()).transform(InferDataLayouts())
+        if model.model.SerializeToString() == before:
+            break
+    return model
+
+
+# --- XNOR MVAUs with a multi-bit output --------------------------------------------------------------
+# FINN+ 1.6.1's InferBinaryMatrixVectorActivation gives an XNOR-popcount MVAU that absorbs a
+# multi-bit MultiThreshold the activation offset ActVal = odt.min() instead of the threshold's
+# out_bias (its quantized counterpart reads out_bias). A narrow-range INT4 quantiser (outputs
+# -7..7, out_bias -7) thus becomes -8..6 in hardware: a ResNet's residual quantiser after a binary
+# conv is exactly that case, and the golden chain fails on it. We record each out_bias before the
+# conversion and put it back after.
+
+
+def _xnor_threshold_biases(model: ModelWrapper) -> dict[str, int]:
+    out = {}
+    for node in model.get_nodes_by_op_type("XnorPopcountMatMul"):
+        consumers = model.find_consumers(node.output[0]) or []
+        if len(consumers) != 1 or consumers[0].op_type != "MultiThreshold":
+            continue
+        mt = getCustomOp(consumers[0])
+        if DataType[mt.get_nodeattr("out_dtype")].bitwidth() == 1:
+            continue  # binary / bipolar outputs: FINN's ActVal 0 is right
+        bias = float(mt.get_nodeattr("out_bias"))
+        if bias != int(bias):
+            raise UserError(f"{consumers[0].name}: out_bias {bias} is not an integer")
+        out[consumers[0].output[0]] = int(bias)  # the MVAU keeps this output tensor
+    return out
+
+
+def step_convert_to_hw_actval_safe(model: ModelWrapper, cfg) -> ModelWrapper:
+    """FINN's step_convert_to_hw, with the XNOR MVAUs' ActVal taken from their thresholds."""
+    from finn.builder.build_dataflow_steps import step_convert_to_hw
+
+    biases = _xnor_threshold_biases(model)
+    model = step_convert_to_hw(model, cfg)
+    for node in model.graph.node:
+        if node.op_type.startswith("MVAU") and node.output[0] in biases:
+            getCustomOp(node).set_nodeattr("ActVal", biases[node.output[0]])
     return model

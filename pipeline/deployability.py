@@ -16,8 +16,9 @@ from __future__ import annotations
 from maskbnn.config import NetworkConfig
 from maskbnn.errors import UserError
 
-DEPLOYABLE_FAMILIES = ("cnv", "vgg_small_finn")
+DEPLOYABLE_FAMILIES = ("cnv", "vgg_small_finn", "resnet20_finn")
 FINN_FORM = "vgg_small_finn_* (models/vgg_small_finn.py) trained with the same model.method"
+RESNET_FINN_FORM = "resnet20_finn_* (models/resnet20_finn.py) trained with the same model.method"
 
 
 def reasons(cfg: NetworkConfig) -> list[str]:
@@ -26,7 +27,7 @@ def reasons(cfg: NetworkConfig) -> list[str]:
     out: list[str] = []
     method = _method(cfg)
     if model.family in DEPLOYABLE_FAMILIES:
-        if model.family == "vgg_small_finn" and method is not None:
+        if model.family != "cnv" and method is not None:
             from maskbnn.models.brevitas_methods import unsupported
 
             out += unsupported(method)
@@ -40,7 +41,8 @@ def reasons(cfg: NetworkConfig) -> list[str]:
         return [f"family {model.family!r} has no FINN mapping in maskbnn"]
     out.append(
         f"{model.family}: plain-PyTorch training network (no Brevitas quantisers), so no QONNX "
-        f"export exists; deployable form: {FINN_FORM}"
+        f"export exists; deployable form: "
+        f"{RESNET_FINN_FORM if model.family == 'resnet20' else FINN_FORM}"
     )
     if model.family in ("vgg_small", "alexnet_small"):
         out.append(

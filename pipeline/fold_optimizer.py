@@ -34,7 +34,7 @@ from maskbnn.config import BOARDS
 from maskbnn.errors import UserError
 from maskbnn.paths import BUILD_DIR
 from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
-from maskbnn.pipeline.folding import divisors
+from maskbnn.pipeline.folding import attr_total, divisors
 from maskbnn.pipeline.hwgraph import base_op
 
 # Device totals FINN's estimates are compared with (BRAM counted in 18 Kb halves, as FINN does).
@@ -52,6 +52,9 @@ SIMPLE = {
     "LabelSelect": ("PE", "Labels"),
     "StreamingMaxPool": ("PE", "NumChannels"),
     "FMPadding": ("SIMD", "NumChannels"),
+    "DuplicateStreams": ("PE", "NumChannels"),
+    "ElementwiseAdd": ("PE", "out_shape"),
+    "AddStreams": ("PE", "NumChannels"),
 }
 
 
@@ -196,7 +199,8 @@ def _mvau_options(model, node, part: str, max_simd: int | None = None) -> list[O
                         "SIMD": simd,
                         "ram_style": style,
                         "mem_mode": "internal_decoupled",
-                        "resType": "lut",
+                        # FINN's RTL MVU is built from DSP slices only (hw_codegen refuses "lut")
+                        "resType": "dsp" if node.op_type == "MVAU_rtl" else "lut",
                     }
                 }
                 if swg_inst is None:
@@ -244,7 +248,7 @@ def _simple_options(model, node, part: str) -> list[Option]:
     from qonnx.custom_op.registry import getCustomOp
 
     attr, total = SIMPLE[base_op(node.op_type)]
-    n = int(getCustomOp(node).get_nodeattr(total))
+    n = attr_total(getCustomOp(node), total)
     return [_price(model, {node.name: {attr: v}}, part) for v in divisors(n)]
 
 

@@ -23,6 +23,9 @@ DIVIDES = {
     "StreamingMaxPool": {"PE": "NumChannels"},
     "LabelSelect": {"PE": "Labels"},
     "FMPadding": {"SIMD": "NumChannels"},
+    "DuplicateStreams": {"PE": "NumChannels"},
+    "ElementwiseAdd": {"PE": "out_shape"},  # the last dimension: channels
+    "AddStreams": {"PE": "NumChannels"},
 }
 # Other attributes FINN's folding files carry, accepted as they are.
 PASSTHROUGH = {"ram_style", "ram_style_thresholds", "resType", "mem_mode", "parallel_window",
@@ -32,6 +35,12 @@ PASSTHROUGH = {"ram_style", "ram_style_thresholds", "resType", "mem_mode", "para
 
 def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def attr_total(inst, name: str) -> int:
+    """The size a folding attribute must divide (a shape attribute: its last dimension)."""
+    v = inst.get_nodeattr(name)
+    return int(v[-1]) if isinstance(v, list | tuple) else int(v)
 
 
 def load_folding(path: Path) -> dict:
@@ -78,12 +87,14 @@ def folding_problems(model, folding: dict) -> list[str]:
         inst = getCustomOp(node)
         for attr, val in entry.items():
             if attr in rules:
-                total = int(inst.get_nodeattr(rules[attr]))
+                total = attr_total(inst, rules[attr])
                 if not isinstance(val, int) or val < 1 or total % val:
                     problems.append(
                         f"{name}: {attr}={val} must divide {rules[attr]}={total}; legal: "
                         f"{divisors(total)}"
                     )
+            elif attr == "resType" and node.op_type == "MVAU_rtl" and val != "dsp":
+                problems.append(f"{name}: resType={val!r}: FINN's RTL MVAU takes only 'dsp'")
             elif attr not in PASSTHROUGH:
                 problems.append(
                     f"{name}: attribute {attr!r} is not a folding attribute of {op}; "

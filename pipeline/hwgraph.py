@@ -20,10 +20,11 @@ from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before 
 # the driver is not installed in this environment.
 if str(REPO_ROOT / "driver") not in sys.path:
     sys.path.append(str(REPO_ROOT / "driver"))
-from maskbnn_board.hwexec import HardwareProgram, Layer, dtype_range  # noqa: E402
+from maskbnn_board.hwexec import HardwareProgram, Layer, dtype_range, run_mvau  # noqa: E402, F401
 
 SUPPORTED = ("Thresholding", "ConvolutionInputGenerator", "MVAU", "Pool", "StreamingMaxPool",
-             "LabelSelect", "FMPadding")  # fmt: skip
+             "LabelSelect", "FMPadding", "DownSampler", "DuplicateStreams", "AddStreams",
+             "ElementwiseAdd")  # fmt: skip
 
 
 def base_op(op_type: str) -> str:
@@ -146,6 +147,23 @@ def read_program(path: Path) -> HardwareProgram:
             layers.append(Layer(node.name, op, {"pool": list(_attr(inst, "PoolDim"))}))
         elif op == "LabelSelect":
             layers.append(Layer(node.name, op, {"k": int(_attr(inst, "K"))}))
+        elif op == "DownSampler":
+            layers.append(
+                Layer(
+                    node.name,
+                    op,
+                    {
+                        "stride": int(_attr(inst, "Stride")),
+                        "ofm_dim": int(inst.get_downsampled_odim()),
+                        "channels": int(_attr(inst, "NumChannels")),
+                        "SIMD": int(_attr(inst, "SIMD")),
+                    },
+                )
+            )
+        elif op == "DuplicateStreams":
+            layers.append(Layer(node.name, op, {"outputs": len(node.output)}))
+        elif op in ("AddStreams", "ElementwiseAdd"):
+            layers.append(Layer(node.name, op, _add_attrs(model, node, inst)))
         elif op == "FMPadding":
             layers.append(
                 Layer(
@@ -159,6 +177,11 @@ def read_program(path: Path) -> HardwareProgram:
                 )
             )
     inp, out = model.graph.input[0].name, model.graph.output[0].name
+    graph = _is_graph(model)
+    if graph:  # residual networks: each layer names the tensors it reads and writes
+        for layer, node in zip(layers, model.graph.node, strict=True):
+            layer.inputs = [i for i in node.input if model.get_initializer(i) is None and i]
+            layer.outputs = list(node.output)
     return HardwareProgram(
         layers,
         tuple(int(v) for v in model.get_tensor_shape(inp)[1:]),
@@ -166,7 +189,30 @@ def read_program(path: Path) -> HardwareProgram:
         tuple(int(v) for v in model.get_tensor_shape(out)[1:]),
         model.get_tensor_datatype(out).name,
         {"source": Path(path).name},
+        inp if graph else "",
+        out if graph else "",
     )
+
+
+def _is_graph(model) -> bool:
+    """Whether any layer forks or joins streams (else the layers form a chain)."""
+    for node in model.graph.node:
+        dynamic = [i for i in node.input if i and model.get_initializer(i) is None]
+        if len(dynamic) > 1 or len(node.output) > 1:
+            return True
+    return False
+
+
+def _add_attrs(model, node, inst) -> dict:
+    dynamic = [i for i in node.input if model.get_initializer(i) is None]
+    if len(dynamic) != 2:
+        raise UserError(f"{node.name}: an add of a stream and a constant is not supported")
+    return {
+        "in0_dtype": model.get_tensor_datatype(node.input[0]).name,
+        "in1_dtype": model.get_tensor_datatype(node.input[1]).name,
+        "out_dtype": model.get_tensor_datatype(node.output[0]).name,
+        "PE": int(inst.get_nodeattr("PE")),
+    }
 
 
 def _sorted_thresholds(name: str, thr: np.ndarray | None) -> np.ndarray:

@@ -23,6 +23,7 @@ import argparse
 import copy
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -49,6 +50,8 @@ KNOWN_UNSUPPORTED = {
     "Verilator 5.006",
     "StreamingDataWidthConverter_rtl": "this width ratio of finn-rtllib vpc.sv does not "
     "elaborate in Verilator 5.006",
+    "MVAU_rtl": "finn-rtllib mvu.sv's `always_ff @(posedge clk iff ...)` does not parse in "
+    "Verilator 5.006",
 }
 
 
@@ -246,6 +249,7 @@ def stage_sources(node, inst, dest: Path) -> tuple[list[Path], str]:
 
 def build_key(folder: Path, version: str) -> str:
     h = hashlib.sha256(version.encode())
+    h.update(" ".join(_CXXFLAGS).encode())
     h.update(TESTBENCH.read_bytes())
     for f in sorted(folder.iterdir()):
         if f.is_file():
@@ -253,28 +257,77 @@ def build_key(folder: Path, version: str) -> str:
     return h.hexdigest()[:20]
 
 
+# Verilator's own `--build` compiles each generated .cpp file and its runtime (verilated.cpp,
+# verilated_threads.cpp) separately, re-parsing its headers every time: ~9 s of CPU per layer,
+# most of a cold run. We compile the runtime once per Verilator version into the cache, and a
+# layer's generated files with the testbench as one translation unit: ~2 s per layer.
+_CXXFLAGS = ["-O0", "-std=gnu++17", "-faligned-new", "-w", "-DVM_COVERAGE=0", "-DVM_SC=0",
+             "-DVM_TRACE=0", "-DVM_TRACE_FST=0", "-DVM_TRACE_VCD=0"]  # fmt: skip
+_RUNTIME = ("verilated.cpp", "verilated_threads.cpp")
+
+
+def _verilator_include() -> Path:
+    root = subprocess.run(
+        ["verilator", "--getenv", "VERILATOR_ROOT"], capture_output=True, text=True
+    ).stdout.strip()
+    return Path(root) / "include"
+
+
+def _compile(args: list[str], cwd: Path) -> None:
+    proc = subprocess.run(["g++", *args], capture_output=True, text=True, cwd=cwd)
+    if proc.returncode != 0:
+        raise VerilatorBuildError(f"g++ failed (g++ {' '.join(args)}):\n{proc.stderr[-3000:]}")
+
+
+def runtime_objects(version: str, cache: Path = CACHE_DIR) -> list[Path]:
+    """Verilator's runtime, compiled once per version and flags (atomically, into the cache)."""
+    inc = _verilator_include()
+    tag = hashlib.sha256((version + " ".join(_CXXFLAGS)).encode()).hexdigest()[:12]
+    out = cache / f"runtime-{tag}"
+    objs = [out / f"{Path(src).stem}.o" for src in _RUNTIME]
+    if all(o.is_file() for o in objs):
+        return objs
+    tmp = cache / f"runtime-{tag}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for src, obj in zip(_RUNTIME, objs, strict=True):
+        _compile([*_CXXFLAGS, f"-I{inc}", f"-I{inc / 'vltstd'}", "-c", str(inc / src), "-o",
+                  obj.name], tmp)  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    for obj in objs:
+        (tmp / obj.name).replace(obj)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return objs
+
+
 def build_simulator(
-    hdl: list[Path], top: str, key: str, cache: Path = CACHE_DIR
+    hdl: list[Path], top: str, key: str, version: str, cache: Path = CACHE_DIR
 ) -> tuple[Path, bool]:
     """The Verilator binary for these sources (built, or reused from the cache)."""
     out = cache / key
     exe = out / "sim"
     if exe.is_file():
         return exe, True
+    runtime = runtime_objects(version, cache)
     tmp = cache / f"{key}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    obj = tmp / "obj"
     cmd = [
-        "verilator", "--cc", "--exe", "--build", "-j", "2", "--prefix", "Vdut",
+        "verilator", "--cc", "--prefix", "Vdut",
         "--top-module", top, "-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN",
         "--x-assign", "0", "--x-initial", "0",  # deterministic, like a reset FPGA register
-        # the simulations are tiny (< 0.1 s): unoptimised C++ builds faster
-        "-MAKEFLAGS", "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0", "--Mdir", str(tmp / "obj"), "-o", str(tmp / "sim"),
-        *[str(f) for f in hdl], str(TESTBENCH),
+        "--Mdir", str(obj), *[str(f) for f in hdl],
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
-    if proc.returncode != 0 or not (tmp / "sim").is_file():
+    if proc.returncode != 0:
         raise VerilatorBuildError(f"Verilator failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+    generated = sorted(p.name for p in obj.glob("Vdut*.cpp"))
+    unity = "".join(f'#include "{name}"\n' for name in generated)
+    (obj / "unity.cpp").write_text(unity + f'#include "{TESTBENCH}"\n')
+    inc = _verilator_include()
+    _compile([*_CXXFLAGS, "-I.", f"-I{inc}", f"-I{inc / 'vltstd'}", "unity.cpp",
+              *map(str, runtime), "-o", str(tmp / "sim"), "-pthread", "-latomic"], obj)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     shutil.move(str(tmp / "sim"), exe)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -305,37 +358,64 @@ def generic_trace(model, x: np.ndarray) -> list[dict[str, np.ndarray]]:
     ]
 
 
-def pack_frames(inst, frames: list[np.ndarray]) -> list[int]:
-    """FINN's own packing for rtlsim (RTLBackend.execute_node), frame after frame."""
-    from finn.util.data_packing import npy_to_rtlsim_input
+# FINN's own packing (finn.util.data_packing: npy_to_rtlsim_input / rtlsim_output_to_npy) goes
+# element by element through bitstring and qonnx's DataType checks: 1.5-2 minutes of a 0.5x
+# network's simulation, against well under a second of Verilator. These are the same layouts in
+# NumPy (element 0 of the innermost folded dimension in the least significant bits, two's
+# complement, BIPOLAR as one bit with 0 = -1); tests/test_rtlsim.py checks them against FINN's.
 
+
+def _field_bits(dtype) -> tuple[int, bool, bool]:
+    name = dtype.get_canonical_name()
+    if not dtype.is_integer():
+        raise UserError(f"stream data type {name}: only integer streams are simulated")
+    return dtype.bitwidth(), name == "BIPOLAR", bool(dtype.signed()) and name != "BIPOLAR"
+
+
+def pack_beats(folded: np.ndarray, dtype, stream_width: int) -> list[int]:
+    """One int per beat from a folded array (..., elements per beat) of `dtype` values."""
+    bw, bipolar, _ = _field_bits(dtype)
+    v = np.rint(np.asarray(folded, dtype=np.float64)).astype(np.int64)
+    if bipolar:
+        v = (v + 1) // 2
+    v = v.reshape(-1, v.shape[-1]) & ((1 << bw) - 1)  # two's complement in bw bits
+    shifts = np.arange(bw, dtype=np.int64)
+    bits = ((v[:, :, None] >> shifts) & 1).astype(np.uint8).reshape(len(v), -1)
+    width = -(-max(stream_width, bits.shape[1]) // 8) * 8
+    bits = np.pad(bits, ((0, 0), (0, width - bits.shape[1])))
+    data = np.packbits(bits, axis=1, bitorder="little")
+    return [int.from_bytes(row.tobytes(), "little") for row in data]
+
+
+def unpack_beats(beats: list[int], dtype, elems: int) -> np.ndarray:
+    """(beats, elems) float32 values of `dtype` from the beats' low elems * bitwidth bits."""
+    bw, bipolar, signed = _field_bits(dtype)
+    nbytes = -(-elems * bw // 8)
+    raw = b"".join((b & ((1 << (8 * nbytes)) - 1)).to_bytes(nbytes, "little") for b in beats)
+    bits = np.unpackbits(np.frombuffer(raw, np.uint8).reshape(len(beats), nbytes), axis=1,
+                         bitorder="little")[:, : elems * bw].reshape(len(beats), elems, bw)  # fmt: skip
+    v = (bits.astype(np.int64) << np.arange(bw, dtype=np.int64)).sum(axis=2)
+    if signed:
+        v = np.where(v >= 1 << (bw - 1), v - (1 << bw), v)
+    if bipolar:
+        v = 2 * v - 1
+    return v.astype(np.float32)
+
+
+def pack_frames(inst, frames: list[np.ndarray]) -> list[int]:
+    """The input stream of `frames` as RTLBackend.execute_node packs it, frame after frame."""
+    shape = inst.get_folded_input_shape(0)
     beats: list[int] = []
     for f in frames:
-        folded = np.asarray(f, dtype=np.float32).reshape(inst.get_folded_input_shape(0))
-        beats += list(
-            npy_to_rtlsim_input(folded, inst.get_input_datatype(0), inst.get_instream_width(0))
-        )
+        folded = np.asarray(f, dtype=np.float32).reshape(shape)
+        beats += pack_beats(folded, inst.get_input_datatype(0), inst.get_instream_width(0))
     return beats
 
 
 def unpack_frames(inst, beats: list[int], n: int) -> np.ndarray:
-    from finn.util.data_packing import rtlsim_output_to_npy
-
     folded = list(inst.get_folded_output_shape(0))
-    per = int(np.prod(folded[:-1]))
-    out = []
-    for i in range(n):
-        chunk = beats[i * per : (i + 1) * per]
-        arr = rtlsim_output_to_npy(
-            chunk,
-            None,
-            inst.get_output_datatype(0),
-            tuple(folded),
-            inst.get_outstream_width(0),
-            inst.get_output_datatype(0).bitwidth(),
-        )
-        out.append(np.asarray(arr, dtype=np.float32).reshape(inst.get_normal_output_shape(0)))
-    return np.stack(out)
+    vals = unpack_beats(beats, inst.get_output_datatype(0), folded[-1])
+    return vals.reshape(n, *inst.get_normal_output_shape(0)[1:])
 
 
 def hardware_order(inst, y: np.ndarray) -> np.ndarray:
@@ -368,18 +448,17 @@ def simulate_layer(
 ) -> LayerResult:
     res = LayerResult(node.name, node.op_type, len(inputs), False)
     res.finn_estimate_cycles = int(inst.get_exp_cycles())
-    intf = inst.get_verilog_top_module_intf_names()
-    s_axis = [n for n, _ in intf["s_axis"]]
-    m_axis = [n for n, _ in intf["m_axis"]]
-    if s_axis != ["in0_V"] or m_axis != ["out0_V"]:
-        res.note = f"interfaces {s_axis} -> {m_axis}: the testbench drives in0_V -> out0_V only"
+    if not _drives_in0_out0(inst):
+        intf = inst.get_verilog_top_module_intf_names()
+        res.note = (f"interfaces {[n for n, _ in intf['s_axis']]} -> {[n for n, _ in intf['m_axis']]}: "
+                    "the testbench drives in0_V -> out0_V only")  # fmt: skip
         return res
     shutil.rmtree(work, ignore_errors=True)
     hdl, top = stage_sources(node, inst, work / "src")
     res.sources = [f.name for f in hdl]
     t0 = time.perf_counter()
     try:
-        exe, res.cached_build = build_simulator(hdl, top, build_key(work / "src", version))
+        exe, res.cached_build = build_simulator(hdl, top, build_key(work / "src", version), version)
     except VerilatorBuildError as err:
         if node.op_type not in KNOWN_UNSUPPORTED:
             raise
@@ -448,8 +527,52 @@ def simulate_layer(
 # --- a whole network ---------------------------------------------------------------------------
 
 
+def _drives_in0_out0(inst) -> bool:
+    intf = inst.get_verilog_top_module_intf_names()
+    return [n for n, _ in intf["s_axis"]] == ["in0_V"] and [n for n, _ in intf["m_axis"]] == [
+        "out0_V"
+    ]
+
+
+def prebuild(layers: list, out: Path, version: str, workers: int) -> dict[str, float]:
+    """Build the simulators the cache lacks, `workers` at a time (Verilator's C++ builds are
+    most of a cold run); returns build seconds by layer name. Failures are left for
+    simulate_layer, which reports them layer by layer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from qonnx.custom_op.registry import getCustomOp
+
+    jobs: dict[str, tuple[list[Path], str, str]] = {}
+    for node in layers:
+        inst = getCustomOp(node)
+        if not _drives_in0_out0(inst):
+            continue
+        work = out / "layers" / node.name
+        shutil.rmtree(work, ignore_errors=True)
+        hdl, top = stage_sources(node, inst, work / "src")
+        key = build_key(work / "src", version)
+        if key not in jobs and not (CACHE_DIR / key / "sim").is_file():
+            jobs[key] = (hdl, top, node.name)
+
+    def build(key: str) -> tuple[str, float]:
+        hdl, top, name = jobs[key]
+        t0 = time.perf_counter()
+        try:
+            build_simulator(hdl, top, key, version)
+        except VerilatorBuildError:
+            pass
+        return name, round(time.perf_counter() - t0, 2)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return dict(pool.map(build, list(jobs)))
+
+
 def simulate_network(
-    model_path: Path, x: np.ndarray, out: Path, names: list[str] | None = None
+    model_path: Path,
+    x: np.ndarray,
+    out: Path,
+    names: list[str] | None = None,
+    workers: int | None = None,
 ) -> dict:
     """Simulate every RTL layer of the code-generated graph at `model_path` on images `x` (uint8
     NHWC); writes ``rtlsim.json`` / ``rtlsim.md`` into `out` and raises VerificationError on any
@@ -467,12 +590,20 @@ def simulate_network(
     contexts = generic_trace(model, x)
     t_ref = round(time.perf_counter() - t0, 2)
     print(f"  FINN Python execution of {len(x)} images: {t_ref} s", flush=True)
+    t0 = time.perf_counter()
+    runtime_objects(version)  # once, before builds run side by side
+    built = prebuild(layers, out, version, workers or os.cpu_count() or 1)
+    if built:
+        print(f"  {len(built)} Verilator builds, {workers or os.cpu_count()} at a time: "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)  # fmt: skip
     results: list[LayerResult] = []
     for node in layers:
         inst = getCustomOp(node)
         inputs = [c[node.input[0]] for c in contexts]
         expected = np.stack([c[node.output[0]] for c in contexts])
         r = simulate_layer(node, inst, inputs, expected, out / "layers" / node.name, version)
+        if node.name in built:  # built above: record that build, not the cache hit
+            r.build_seconds, r.cached_build = built[node.name], False
         results.append(r)
         ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
         status = "skip" if not r.simulated else "ok  " if r.passed else "FAIL"

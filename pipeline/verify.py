@@ -110,7 +110,7 @@ def verify(
     from maskbnn.config import load_network_config
     from maskbnn.pipeline.build import build_dir
     from maskbnn.pipeline.export import load_model
-    from maskbnn.pipeline.hwgraph import HardwareProgram, read_program
+    from maskbnn.pipeline.hwgraph import HardwareProgram, read_program, run_mvau
 
     t_all = time.perf_counter()
     cfg = load_network_config(net)
@@ -223,8 +223,8 @@ def verify(
 
     t0 = clock[0] = time.perf_counter()
     hw_out = program.run(x)
-    k = _last_mvau(program)
-    hw_trace_last = program.run_layers(_last_mvau_input(program, x), k, k + 1)
+    last = program.layers[_last_mvau(program)]
+    hw_trace_last = run_mvau(program.layer_input(x, last.name).astype(np.float32), last)
     t_hw = time.perf_counter() - t0
     timed(
         compare, "hwexec.top1", "bit-exact executor top-1 vs Brevitas", ref["top1"], hw_out, names
@@ -296,13 +296,6 @@ def verify(
 def _last_mvau(program) -> int:
     idx = [i for i, L in enumerate(program.layers) if L.kind == "MVAU"]
     return idx[-1]
-
-
-def _last_mvau_input(program, x: np.ndarray) -> np.ndarray:
-    outs = [
-        program.run_layers(x[s : s + 256], 0, _last_mvau(program)) for s in range(0, len(x), 256)
-    ]
-    return np.concatenate(outs)
 
 
 def _accuracy(pred: np.ndarray, names: list[str]) -> float | None:

@@ -42,14 +42,19 @@ def worst_case_images(shape: tuple[int, ...]) -> tuple[np.ndarray, list[str]]:
 
 def brevitas_outputs(model, x: np.ndarray, batch: int = 250) -> dict[str, np.ndarray]:
     """Logits, top-1 and the last layer's integer accumulator of a model: the XNOR popcount for a
-    binary last layer (+-1 inputs and weights), the +-1 x integer-weight dot product for a last
-    layer with wider weights (what FINN's MVAU accumulates once the scales move to the TopK)."""
+    binary last layer (+-1 inputs and weights), the integer-input x integer-weight dot product for
+    a last layer with wider weights or inputs (what FINN's MVAU accumulates once the scales move
+    to the TopK; a residual network's last layer reads the k-bit residual stream)."""
     import torch
-    from brevitas.nn import QuantLinear
+    from brevitas.nn import QuantIdentity, QuantLinear
 
     last = [m for m in model.modules() if isinstance(m, QuantLinear)][-1]
     seen: list[torch.Tensor] = []
     hook = last.register_forward_pre_hook(lambda m, a: seen.append(_value(a[0])))
+    # the scale of the quantiser that ran last before the last layer: its input's grid
+    grid: list[float] = []
+    quants = [m for m in model.modules() if isinstance(m, QuantIdentity)]
+    hooks = [q.register_forward_hook(lambda m, a, o: grid.append(_act_scale(m))) for q in quants]
     logits = []
     try:
         with torch.no_grad():
@@ -61,12 +66,20 @@ def brevitas_outputs(model, x: np.ndarray, batch: int = 250) -> dict[str, np.nda
             w_int = qw.int().numpy().astype(np.int64) if hasattr(qw, "int") else None
     finally:
         hook.remove()
+        for h in hooks:
+            h.remove()
     acts = np.concatenate([a.numpy() for a in seen])
-    if not np.all(np.isin(acts, (-1.0, 1.0))):
-        raise ValueError("the last layer's inputs are not binary (+-1)")
+    binary = np.all(np.isin(acts, (-1.0, 1.0)))
+    scale = 1.0 if binary or not grid else grid[-1]
+    a_int = np.rint(acts / scale).astype(np.int64)
+    if not np.allclose(a_int * scale, acts, rtol=0, atol=1e-6 * max(1.0, scale)):
+        raise ValueError("the last layer's inputs are neither binary nor on one quantiser's grid")
     logits = np.concatenate(logits)
-    a_int = np.rint(acts).astype(np.int64)
-    if np.all(np.isin(np.sign(w), (-1.0, 1.0))) and np.all(np.abs(w) == np.abs(w).flat[0]):
+    if (
+        binary
+        and np.all(np.isin(np.sign(w), (-1.0, 1.0)))
+        and np.all(np.abs(w) == np.abs(w).flat[0])
+    ):
         dot = a_int @ np.sign(w).astype(np.int64).T
         acc = (dot + w.shape[1]) // 2  # popcount of xnor(bits) = (dot + K) / 2
     elif w_int is not None:
@@ -74,6 +87,11 @@ def brevitas_outputs(model, x: np.ndarray, batch: int = 250) -> dict[str, np.nda
     else:
         raise ValueError("the last layer's weights are neither binary nor integer-quantised")
     return {"logits": logits, "top1": logits.argmax(axis=1), "popcount": acc}
+
+
+def _act_scale(quant) -> float:
+    scale = quant.act_quant.scale()
+    return float(scale) if scale is not None and scale.numel() == 1 else 1.0
 
 
 def _value(t):

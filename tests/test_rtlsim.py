@@ -71,3 +71,23 @@ def test_layer_name_rename_is_exact():
     text = "module StreamingFIFO_rtl_1 (); // StreamingFIFO_rtl_10 stays; ./StreamingFIFO_rtl_1_x"
     out = R._rename(text, "StreamingFIFO_rtl_1")
     assert out == f"module {R.DUT} (); // StreamingFIFO_rtl_10 stays; ./{R.DUT}_x"
+
+
+@pytest.mark.parametrize("dtype", ["BIPOLAR", "BINARY", "UINT2", "INT4", "INT9", "UINT8"])
+@pytest.mark.parametrize("elems,width", [(1, 8), (5, 48), (32, 128)])
+def test_stream_packing_matches_finn(dtype, elems, width):
+    """Our NumPy packing gives the beats FINN's own (element-wise) packing gives, and back."""
+    from finn.util.data_packing import npy_to_rtlsim_input, rtlsim_output_to_npy
+    from qonnx.core.datatype import DataType
+
+    dt = DataType[dtype]
+    width = max(width, elems * dt.bitwidth())
+    rng = np.random.default_rng(elems)
+    x = rng.integers(dt.min(), dt.max() + 1, size=(1, 3, 4, elems)).astype(np.float32)
+    if dtype == "BIPOLAR":
+        x = np.where(x > 0, 1.0, -1.0).astype(np.float32)
+    beats = R.pack_beats(x, dt, width)
+    assert beats == list(npy_to_rtlsim_input(x, dt, width))
+    back = R.unpack_beats(beats, dt, elems).reshape(x.shape)
+    finn_back = rtlsim_output_to_npy(beats, None, dt, x.shape, width, dt.bitwidth())
+    assert np.array_equal(back, x) and np.array_equal(finn_back, x)

@@ -64,3 +64,26 @@ def test_corrupted_hardware_graph_fails_with_report(built_025, tmp_path, what):
     )
     assert "**FAIL**" in (d / "verification.md").read_text()
     assert np.all(np.isfinite(failed["hwexec.popcount"]["first"][0]["expected"]))
+
+
+def test_fast_sanitize_matches_qonnx():
+    """finn_env swaps qonnx's per-element sanitize check for a vectorised one: same results."""
+    import qonnx.core.onnx_exec as onnx_exec
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.basic import sanitize_quant_values as original
+
+    from maskbnn.pipeline import finn_env  # noqa: F401
+
+    assert onnx_exec.sanitize_quant_values is not original
+    t = helper.make_tensor_value_info("t", TensorProto.FLOAT, [4])
+    m = ModelWrapper(helper.make_model(helper.make_graph([], "g", [t], [t])))
+    m.set_tensor_datatype("t", DataType["INT4"])
+    for values in ([1.0, -2.0, 3.0, 7.0], [1.0 + 1e-7, -2.0, 3.0 - 1e-7, 0.0]):
+        a = original(m, ["t"], {"t": np.array(values, np.float32)})["t"]
+        b = onnx_exec.sanitize_quant_values(m, ["t"], {"t": np.array(values, np.float32)})["t"]
+        np.testing.assert_array_equal(a, b)
+    for fn in (original, onnx_exec.sanitize_quant_values):
+        with pytest.raises(Exception, match="Rounding error is too high"):
+            fn(m, ["t"], {"t": np.array([0.5, 1.0, 2.0, 3.0], np.float32)})

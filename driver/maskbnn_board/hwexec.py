@@ -16,7 +16,9 @@ products; layers that could exceed it fall back to int64.
 
 Layers (FINN op types with the ``_hls``/``_rtl`` suffix removed):
 Thresholding, ConvolutionInputGenerator, MVAU, Pool (MaxPool), StreamingMaxPool, LabelSelect,
-FMPadding.
+FMPadding, DownSampler, and for residual graphs DuplicateStreams and AddStreams/ElementwiseAdd.
+A chain's layers feed each other in order; a graph's layers name their input and output tensors
+and run in the file's (topological) order.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class Layer:
     attrs: dict
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # not saved
+    inputs: list[str] = field(default_factory=list)  # tensor names (graphs; empty in a chain)
+    outputs: list[str] = field(default_factory=list)
 
     def f32(self, key: str) -> np.ndarray:
         if key not in self.cache:
@@ -229,6 +233,30 @@ def run_fmpadding(x: np.ndarray, layer: Layer) -> np.ndarray:
     return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
 
 
+def run_downsampler(x: np.ndarray, layer: Layer) -> np.ndarray:
+    """A 1x1 window with stride > 1 (FINN's DownSampler): every stride-th pixel from the first."""
+    s = layer.attrs["stride"]
+    o = layer.attrs["ofm_dim"]
+    return x[:, : (o - 1) * s + 1 : s, : (o - 1) * s + 1 : s, :]
+
+
+def run_duplicate(x: np.ndarray, layer: Layer) -> np.ndarray:
+    return x  # every output stream carries the input
+
+
+def run_add(xs: list[np.ndarray], layer: Layer) -> np.ndarray:
+    """Integer add of two streams, wrapped to the declared output type as its register would."""
+    y = xs[0] + xs[1]
+    lo, hi = add_reachable(layer)
+    olo, ohi = dtype_range(layer.attrs["out_dtype"])
+    return y if olo <= lo and hi <= ohi else wrap(y, layer.attrs["out_dtype"])
+
+
+def add_reachable(layer: Layer) -> tuple[int, int]:
+    (a0, b0), (a1, b1) = (dtype_range(layer.attrs[k]) for k in ("in0_dtype", "in1_dtype"))
+    return a0 + a1, b0 + b1
+
+
 RUNNERS = {
     "Thresholding": run_thresholding,
     "ConvolutionInputGenerator": run_im2col,
@@ -237,7 +265,16 @@ RUNNERS = {
     "StreamingMaxPool": run_streaming_maxpool,
     "LabelSelect": run_labelselect,
     "FMPadding": run_fmpadding,
+    "DownSampler": run_downsampler,
+    "DuplicateStreams": run_duplicate,
 }
+JOINS = {"AddStreams": run_add, "ElementwiseAdd": run_add}  # two input streams
+
+
+def _apply(layer: Layer, args: list[np.ndarray]) -> np.ndarray:
+    if layer.kind in JOINS:
+        return JOINS[layer.kind](args, layer)
+    return RUNNERS[layer.kind](args[0], layer)
 
 
 def _to_int(x: np.ndarray) -> np.ndarray:
@@ -257,6 +294,8 @@ class HardwareProgram:
     output_shape: tuple[int, ...]  # one image's output, e.g. (1,)
     output_dtype: str
     meta: dict = field(default_factory=dict)
+    input_name: str = ""  # graph tensor names (a chain needs none)
+    output_name: str = ""
 
     # --- running ---
 
@@ -270,24 +309,54 @@ class HardwareProgram:
     def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every layer's output by layer name (for verification; keep batches small)."""
         x = self._check_input(x).astype(np.float32)
-        out = {}
-        for layer in self.layers:
-            x = RUNNERS[layer.kind](x, layer)
-            out[layer.name] = _to_int(x)
-        return out
+        return {layer.name: _to_int(y) for layer, _, y in self._walk(x)}
 
-    def run_layers(self, x: np.ndarray, start: int, stop: int | None = None) -> np.ndarray:
-        """Run layers[start:stop] on an intermediate tensor (worst-case inputs of inner layers)."""
-        x = np.asarray(x).astype(np.float32)
-        for layer in self.layers[start:stop]:
-            x = RUNNERS[layer.kind](x, layer)
-        return _to_int(x)
+    def layer_input(self, x: np.ndarray, name: str, batch_size: int = 256) -> np.ndarray:
+        """The (first) input of layer `name` for images x (worst-case inputs of inner layers)."""
+        x = self._check_input(x)
+        outs = []
+        for s in range(0, len(x), batch_size):
+            for layer, args, _ in self._walk(x[s : s + batch_size].astype(np.float32)):
+                if layer.name == name:
+                    outs.append(_to_int(args[0]))
+                    break
+            else:
+                raise KeyError(f"no layer {name!r}")
+        return np.concatenate(outs)
+
+    @property
+    def is_graph(self) -> bool:
+        return any(layer.inputs for layer in self.layers)
+
+    def _walk(self, x: np.ndarray):
+        """(layer, its inputs, its output) in order; a graph's tensors are dropped after their
+        last reader, so only the live ones (the open shortcuts) stay in memory."""
+        if not self.is_graph:
+            for layer in self.layers:
+                y = RUNNERS[layer.kind](x, layer)
+                yield layer, [x], y
+                x = y
+            return
+        last = {}
+        for i, layer in enumerate(self.layers):
+            for n in layer.inputs:
+                last[n] = i
+        env = {self.input_name: x}
+        for i, layer in enumerate(self.layers):
+            args = [env[n] for n in layer.inputs]
+            y = _apply(layer, args)
+            yield layer, args, y
+            for n in layer.inputs:
+                if last[n] == i and n != self.output_name:
+                    env.pop(n, None)
+            for n in layer.outputs:
+                env[n] = y
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        x = x.astype(np.float32)
-        for layer in self.layers:
-            x = RUNNERS[layer.kind](x, layer)
-        return _to_int(x)
+        out = None
+        for _, _, out in self._walk(x.astype(np.float32)):  # noqa: B007 (the last output)
+            pass
+        return _to_int(out)
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
@@ -316,10 +385,19 @@ class HardwareProgram:
             "output_shape": list(self.output_shape),
             "output_dtype": self.output_dtype,
             "meta": self.meta,
+            "input_name": self.input_name,
+            "output_name": self.output_name,
             "layers": [
-                {"name": L.name, "kind": L.kind, "attrs": L.attrs, "arrays": sorted(L.arrays)}
+                {
+                    "name": L.name,
+                    "kind": L.kind,
+                    "attrs": L.attrs,
+                    "arrays": sorted(L.arrays),
+                    "inputs": L.inputs,
+                    "outputs": L.outputs,
+                }
                 for L in self.layers
-            ],
+            ],  # fmt: skip
         }
         arrays = {f"{i}/{k}": v for i, L in enumerate(self.layers) for k, v in L.arrays.items()}
         tmp = path.with_name(f".{path.name}.tmp.npz")
@@ -342,11 +420,16 @@ class HardwareProgram:
             raise ProgramError(f"{path}: format {desc.get('format')!r}, expected {FORMAT!r}")
         layers = []
         for i, d in enumerate(desc["layers"]):
-            if d["kind"] not in RUNNERS:
+            if d["kind"] not in RUNNERS and d["kind"] not in JOINS:
                 raise ProgramError(f"{path}: layer {d['name']} has unknown kind {d['kind']!r}")
             layers.append(
                 Layer(
-                    d["name"], d["kind"], d["attrs"], {k: arrays[f"{i}/{k}"] for k in d["arrays"]}
+                    d["name"],
+                    d["kind"],
+                    d["attrs"],
+                    {k: arrays[f"{i}/{k}"] for k in d["arrays"]},
+                    inputs=d.get("inputs", []),
+                    outputs=d.get("outputs", []),
                 )
             )
         return cls(
@@ -356,6 +439,8 @@ class HardwareProgram:
             tuple(desc["output_shape"]),
             desc["output_dtype"],
             desc.get("meta", {}),
+            desc.get("input_name", ""),
+            desc.get("output_name", ""),
         )
 
     def layer_index(self, name: str) -> int:
