@@ -172,12 +172,14 @@ def test_executor_runs_a_residual_graph(tmp_path):
 
 @pytest.mark.slow
 def test_resnet20_finn_passes_the_golden_chain_and_verilator(tmp_path):
+    from maskbnn.pipeline.bitstream import codegen_model
     from maskbnn.pipeline.build import run_build
-    from maskbnn.pipeline.export import export_checkpoint
+    from maskbnn.pipeline.export import export_checkpoint, load_model
     from maskbnn.pipeline.folding import folding_problems
-    from maskbnn.pipeline.hwgraph import load_dataflow_model, read_program
+    from maskbnn.pipeline.hwgraph import load_dataflow_model, read_program, run_mvau
     from maskbnn.pipeline.rtlsim_verilator import simulate_network
     from maskbnn.pipeline.verify import load_images, verify
+    from maskbnn.pipeline.verify_stages import brevitas_outputs
 
     torch.set_num_threads(1)
     ckpt = calibrated_checkpoint(NET, tmp_path)
@@ -193,8 +195,16 @@ def test_resnet20_finn_passes_the_golden_chain_and_verilator(tmp_path):
     assert any("must divide out_shape" in p for p in folding_problems(graph, {add: {"PE": 3}}))
     fc = next(n.name for n in graph.graph.node if n.op_type == "MVAU_rtl")  # 8-bit x 4-bit FC
     assert any("only 'dsp'" in p for p in folding_problems(graph, {fc: {"resType": "lut"}}))
-    x, names, _ = load_images(NET, 2)
-    from maskbnn.pipeline.bitstream import codegen_model
+    # with the shipped weights, float32 Brevitas rounds one shipped-sample image differently
+    # from the hardware (on this machine's CPU kernels); the float64 reference agrees with it
+    x, names, _ = load_images(NET, 1000)
+    tie = x[[names.index("IMFD/s02275_Mask_Mouth_Chin.jpg")]]
+    program = read_program(out / "hw_model.onnx")
+    last = [layer for layer in program.layers if layer.kind == "MVAU"][-1]
+    hw = run_mvau(program.layer_input(tie, last.name).astype(np.float32), last)
+    model = load_model(NET, ckpt)
+    np.testing.assert_array_equal(brevitas_outputs(model, tie)["popcount"], hw)
 
+    x, names = x[:2], names[:2]
     rtl = simulate_network(codegen_model(NET, "Pynq-Z1", out), x, out / "rtlsim", names)
     assert rtl["passed"] and rtl["simulated"] > 100
