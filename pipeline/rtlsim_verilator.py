@@ -697,6 +697,9 @@ def run(args: argparse.Namespace) -> int:
     model_path = codegen_model(args.net, board, build)
     x, names, _ = load_images(args.net, args.images, args.data)
     r = simulate_network(model_path, x, build / "rtlsim", names)
-    print(f"Verilator simulation PASSED: {len(r['layers'])} RTL layers bit-exact on "
-          f"{r['frames']} images ({r['seconds']} s); report {rel(build / 'rtlsim' / 'rtlsim.md')}")  # fmt: skip
+    skipped = ", ".join(r["not_simulated"])
+    print(f"Verilator simulation PASSED: {r['simulated']} RTL layers bit-exact on {r['frames']} "
+          f"images ({r['seconds']} s)"
+          f"{f'; not simulated (reasons in the report): {skipped}' if skipped else ''}"
+          f"; report {rel(build / 'rtlsim' / 'rtlsim.md')}")  # fmt: skip
     return 0
