@@ -12,6 +12,10 @@ FINN_FORMS = {
     "vgg_small_finn": ("vgg_small_finn", "VGGSmallFINN"),
     "resnet20_finn": ("resnet20_finn", "ResNet20FINN"),
 }
+RESNET_RSIGN = (
+    "method.rsign on resnet20_finn: a block's first sign reads the integer residual stream, not a "
+    "BatchNorm, so its learned threshold has nothing to fold into; train without rsign"
+)
 # Families trained with a BinaryMethod (models/method.py): family -> (module, class).
 METHOD_FAMILIES = {
     "vgg_small": ("vgg_small", "VGGSmall"),
@@ -78,6 +82,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
                     f"model.method.pad_value {method.pad_value} differs from model.pad_value "
                     f"{cfg.pad_value}: the FINN form pads its binary convs with model.pad_value"
                 )
+            if cfg.family == "resnet20_finn" and method.rsign:
+                raise UserError(RESNET_RSIGN)
             install_method(model, method)
         return model
     if cfg.family in METHOD_FAMILIES:

@@ -16,6 +16,8 @@ rewrite for; `step_streamline_bipolar_pad` replaces FINN's step_streamline (see 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 
 from onnx import helper
@@ -237,14 +239,19 @@ def streamline_residual(model: ModelWrapper, rounds: int = 6) -> ModelWrapper:
         MoveScalarLinearPastFork,
     )
 
-    for _ in range(rounds):
-        before = model.model.SerializeToString()
-        model = model.transform(Streamline())
-        model = model.transform(MoveScalarLinearPastFork())
-        model = model.transform(MoveLinearPastEltwiseAdd())
-        model = model.transform(InferDataTypes())
-        if model.model.SerializeToString() == before:
-            break
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):  # FINN prints a line per residual add and round
+        for _ in range(rounds):
+            before = model.model.SerializeToString()
+            model = model.transform(Streamline())
+            model = model.transform(MoveScalarLinearPastFork())
+            model = model.transform(MoveLinearPastEltwiseAdd())
+            model = model.transform(InferDataTypes())
+            if model.model.SerializeToString() == before:
+                break
+    for line in log.getvalue().splitlines():
+        if "Bias not constant" not in line:  # the residual adds themselves: expected
+            print(line)
     return model.transform(SplitForkedBipolarThresholds())
 
 

@@ -31,6 +31,10 @@ def reasons(cfg: NetworkConfig) -> list[str]:
             from maskbnn.models.brevitas_methods import unsupported
 
             out += unsupported(method)
+            if model.family == "resnet20_finn" and method.rsign:
+                from maskbnn.models.registry import RESNET_RSIGN
+
+                out.append(RESNET_RSIGN)
         return out
     if model.family == "fc":
         return [
@@ -42,7 +46,7 @@ def reasons(cfg: NetworkConfig) -> list[str]:
     out.append(
         f"{model.family}: plain-PyTorch training network (no Brevitas quantisers), so no QONNX "
         f"export exists; deployable form: "
-        f"{RESNET_FINN_FORM if model.family == 'resnet20' else FINN_FORM}"
+        f"{RESNET_FINN_FORM if model.family in ('resnet20', 'resnet18') else FINN_FORM}"
     )
     if model.family in ("vgg_small", "alexnet_small"):
         out.append(

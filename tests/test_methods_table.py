@@ -15,6 +15,8 @@ from maskbnn.errors import UserError
     [
         ("mask_1w1a_0.25", True, []),
         ("vgg_small_finn_irnet", True, []),
+        ("resnet20_finn_irnet", True, []),
+        ("resnet20_irnet", False, ["resnet20_finn_*", "real-valued residual"]),
         ("vgg_small_irnet", False, ["plain-PyTorch", "max-pool between"]),
         (
             "resnet18_reactnet",
@@ -31,6 +33,19 @@ def test_deployability_names_what_finn_cannot_map(net, deployable, names):
     assert (not why) == deployable
     for name in names:
         assert any(name in w for w in why), (name, why)
+
+
+def test_residual_form_refuses_a_threshold_it_cannot_fold():
+    import dataclasses
+
+    from maskbnn.models.registry import build_model
+    from maskbnn.pipeline.deployability import reasons
+
+    cfg = load_network_config("resnet20_finn_irnet")
+    model = dataclasses.replace(cfg.model, method={**cfg.model.method, "rsign": True})
+    assert any("rsign" in w for w in reasons(dataclasses.replace(cfg, model=model)))
+    with pytest.raises(UserError, match="rsign"):
+        build_model(model)
 
 
 def test_export_refuses_before_any_work(tmp_path):
