@@ -17,6 +17,7 @@ rewrite for; `step_streamline_bipolar_pad` replaces FINN's step_streamline (see 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import math
 
@@ -201,13 +202,12 @@ class SplitForkedBipolarThresholds(Transformation):
     """A sign (bipolar MultiThreshold) read by two convolutions -> one sign per convolution.
 
     qonnx's ConvertBipolarMatMulToXnorPopcount turns the sign feeding a MatMul into a {0, 1}
-    output and fails on the second MatMul reading it (its input is then no longer BIPOLAR); a
-    down-sampling block's sign feeds both the 3x3 conv and the 1x1 shortcut. With one sign each,
-    both convert; in hardware the integer stream forks in front of two threshold units."""
+    output; a second MatMul reading that sign then either raises (behind an Im2Col, whose output
+    still says BIPOLAR) or silently multiplies 0s where -1s were. A down-sampling block's sign feeds
+    both the 3x3 conv and the 1x1 shortcut. With one sign each, both convert; in hardware the
+    integer stream forks in front of two threshold units."""
 
     def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
-        import copy
-
         for node in model.graph.node:
             if node.op_type != "MultiThreshold":
                 continue
@@ -240,18 +240,20 @@ def streamline_residual(model: ModelWrapper, rounds: int = 6) -> ModelWrapper:
     )
 
     log = io.StringIO()
-    with contextlib.redirect_stdout(log):  # FINN prints a line per residual add and round
-        for _ in range(rounds):
-            before = model.model.SerializeToString()
-            model = model.transform(Streamline())
-            model = model.transform(MoveScalarLinearPastFork())
-            model = model.transform(MoveLinearPastEltwiseAdd())
-            model = model.transform(InferDataTypes())
-            if model.model.SerializeToString() == before:
-                break
-    for line in log.getvalue().splitlines():
-        if "Bias not constant" not in line:  # the residual adds themselves: expected
-            print(line)
+    try:
+        with contextlib.redirect_stdout(log):  # FINN prints a line per residual add and round
+            for _ in range(rounds):
+                before = model.model.SerializeToString()
+                model = model.transform(Streamline())
+                model = model.transform(MoveScalarLinearPastFork())
+                model = model.transform(MoveLinearPastEltwiseAdd())
+                model = model.transform(InferDataTypes())
+                if model.model.SerializeToString() == before:
+                    break
+    finally:
+        for line in log.getvalue().splitlines():
+            if "Bias not constant" not in line:  # the residual adds themselves: expected
+                print(line)
     return model.transform(SplitForkedBipolarThresholds())
 
 

@@ -23,7 +23,7 @@ if str(REPO_ROOT / "driver") not in sys.path:
 from maskbnn_board.hwexec import HardwareProgram, Layer, dtype_range, run_mvau  # noqa: E402, F401
 
 SUPPORTED = ("Thresholding", "ConvolutionInputGenerator", "MVAU", "Pool", "StreamingMaxPool",
-             "LabelSelect", "FMPadding", "DownSampler", "DuplicateStreams", "AddStreams",
+             "LabelSelect", "FMPadding", "DuplicateStreams", "AddStreams",
              "ElementwiseAdd")  # fmt: skip
 
 
@@ -147,19 +147,6 @@ def read_program(path: Path) -> HardwareProgram:
             layers.append(Layer(node.name, op, {"pool": list(_attr(inst, "PoolDim"))}))
         elif op == "LabelSelect":
             layers.append(Layer(node.name, op, {"k": int(_attr(inst, "K"))}))
-        elif op == "DownSampler":
-            layers.append(
-                Layer(
-                    node.name,
-                    op,
-                    {
-                        "stride": int(_attr(inst, "Stride")),
-                        "ofm_dim": int(inst.get_downsampled_odim()),
-                        "channels": int(_attr(inst, "NumChannels")),
-                        "SIMD": int(_attr(inst, "SIMD")),
-                    },
-                )
-            )
         elif op == "DuplicateStreams":
             layers.append(Layer(node.name, op, {"outputs": len(node.output)}))
         elif op in ("AddStreams", "ElementwiseAdd"):

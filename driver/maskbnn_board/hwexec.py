@@ -16,7 +16,7 @@ products; layers that could exceed it fall back to int64.
 
 Layers (FINN op types with the ``_hls``/``_rtl`` suffix removed):
 Thresholding, ConvolutionInputGenerator, MVAU, Pool (MaxPool), StreamingMaxPool, LabelSelect,
-FMPadding, DownSampler, and for residual graphs DuplicateStreams and AddStreams/ElementwiseAdd.
+FMPadding, and for residual graphs DuplicateStreams and AddStreams/ElementwiseAdd.
 A chain's layers feed each other in order; a graph's layers name their input and output tensors
 and run in the file's (topological) order.
 """
@@ -233,13 +233,6 @@ def run_fmpadding(x: np.ndarray, layer: Layer) -> np.ndarray:
     return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
 
 
-def run_downsampler(x: np.ndarray, layer: Layer) -> np.ndarray:
-    """A 1x1 window with stride > 1 (FINN's DownSampler): every stride-th pixel from the first."""
-    s = layer.attrs["stride"]
-    o = layer.attrs["ofm_dim"]
-    return x[:, : (o - 1) * s + 1 : s, : (o - 1) * s + 1 : s, :]
-
-
 def run_duplicate(x: np.ndarray, layer: Layer) -> np.ndarray:
     return x  # every output stream carries the input
 
@@ -265,7 +258,6 @@ RUNNERS = {
     "StreamingMaxPool": run_streaming_maxpool,
     "LabelSelect": run_labelselect,
     "FMPadding": run_fmpadding,
-    "DownSampler": run_downsampler,
     "DuplicateStreams": run_duplicate,
 }
 JOINS = {"AddStreams": run_add, "ElementwiseAdd": run_add}  # two input streams
@@ -353,9 +345,10 @@ class HardwareProgram:
                 env[n] = y
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        out = None
-        for _, _, out in self._walk(x.astype(np.float32)):  # noqa: B007 (the last output)
-            pass
+        graph, out = self.is_graph, None
+        for layer, _, y in self._walk(x.astype(np.float32)):
+            if not graph or self.output_name in layer.outputs:
+                out = y  # a chain's last layer; a graph's producer of the output tensor
         return _to_int(out)
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
@@ -397,7 +390,7 @@ class HardwareProgram:
                     "outputs": L.outputs,
                 }
                 for L in self.layers
-            ],  # fmt: skip
+            ],
         }
         arrays = {f"{i}/{k}": v for i, L in enumerate(self.layers) for k, v in L.arrays.items()}
         tmp = path.with_name(f".{path.name}.tmp.npz")
