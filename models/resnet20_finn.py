@@ -16,8 +16,8 @@ Why each change against the float network:
 - Binary convs pad with -1 as the hardware does (see vgg_small_finn.py, the padding trap); the
   first conv is unpadded and takes 8-bit weights, like the VGG-Small FINN form.
 - The global average pool + FC becomes an FC over the whole 8x8 map with 8-bit weights (an FC
-  that contains the pool as a special case): FINN's pool leaves a 1/N scale it cannot move into
-  an 8-bit FC in front of TopK.
+  that contains the pool as a special case), the tail the VGG-Small FINN form already maps; FINN's
+  global pool (GlobalAccPool + a 1/N scale) was not tried.
 """
 
 from __future__ import annotations
