@@ -11,8 +11,9 @@ Why each change against the float network:
 - Binary convolutions read the sign of the stream (Bi-Real's binarised shortcut input) and the
   block's second conv is quantised onto the stream's grid before the add: nothing real-valued
   is left for the hardware.
-- Down-sampling shortcuts are a strided binary 1x1 conv + BN (option B) on the same sign: FINN
-  has no zero-channel padding (option A).
+- Down-sampling shortcuts are a strided binary 1x1 conv + BN (He et al.'s option B) on the same
+  sign, which maps to the same sliding-window + XNOR MVAU layers as every other conv; the paper's
+  CIFAR option A (stride + zero channels) was not tried.
 - Binary convs pad with -1 as the hardware does (see vgg_small_finn.py, the padding trap); the
   first conv is unpadded and takes 8-bit weights, like the VGG-Small FINN form.
 - The global average pool + FC becomes an FC over the whole 8x8 map with 8-bit weights (an FC
