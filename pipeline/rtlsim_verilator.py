@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -266,6 +267,7 @@ _CXXFLAGS = ["-O0", "-std=gnu++17", "-faligned-new", "-w", "-DVM_COVERAGE=0", "-
 _RUNTIME = ("verilated.cpp", "verilated_threads.cpp")
 
 
+@functools.cache
 def _verilator_include() -> Path:
     root = subprocess.run(
         ["verilator", "--getenv", "VERILATOR_ROOT"], capture_output=True, text=True
