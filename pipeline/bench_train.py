@@ -147,6 +147,44 @@ def time_ours(data: ArrayDataset, network: str, steps: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def conv_calls(network: str) -> list[tuple[torch.nn.Conv2d, torch.Size]]:
+    """Every convolution of a training forward pass with the input shape it sees (batch BATCH)."""
+    model = build_model(load_network_config(network).model).train()
+    calls: list[tuple[torch.nn.Conv2d, torch.Size]] = []
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    handles = [
+        m.register_forward_hook(lambda m, i, _o: calls.append((m, i[0].shape))) for m in convs
+    ]
+    try:
+        with torch.no_grad():
+            model(torch.rand(BATCH, 3, 32, 32))
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def conv_seconds(network: str, reps: int = 3) -> float:
+    """Seconds per batch of the convolutions alone, forward and backward, at the training
+    shapes: the part of a step no training path can skip. Upstream's step time over this is
+    the highest ratio any trainer that keeps float32 convolutions could reach here."""
+    calls = conv_calls(network)
+    fmt = torch.channels_last
+    times = []
+    for _ in range(reps + 1):  # the first round builds oneDNN's kernels: not timed
+        total = 0.0
+        for i, (m, shape) in enumerate(calls):
+            # no input gradient for the first conv: it reads the image
+            x = torch.randn(shape).sign().contiguous(memory_format=fmt).requires_grad_(i > 0)
+            w = m.weight.detach().sign().contiguous(memory_format=fmt).requires_grad_(True)
+            t0 = time.perf_counter()
+            out = torch.nn.functional.conv2d(x, w, None, m.stride, m.padding)
+            out.backward(torch.ones_like(out))
+            total += time.perf_counter() - t0
+        times.append(total)
+    return statistics.median(times[1:])
+
+
 def bench(nets: list[str], steps: int, rounds: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     data = load_dataset("maskedface", SAMPLE_DIR, "all")
@@ -163,10 +201,13 @@ def bench(nets: list[str], steps: int, rounds: int, threads: int) -> dict:
             base.append(time_upstream(data, cfg.model.width, steps, cfg.model.num_classes))
             print(f"{net}: ours {ours[-1]:.0f} img/s, upstream {base[-1]:.0f} img/s", flush=True)
         o, b = statistics.median(ours), statistics.median(base)
+        conv_s = conv_seconds(net)
         results[net] = {
             "ours_img_per_s": o,
             "upstream_img_per_s": b,
             "ratio": o / b,
+            "conv_only_img_per_s": BATCH / conv_s,
+            "ceiling_ratio": BATCH / conv_s / b,
             "ours_runs": ours,
             "upstream_runs": base,
         }
@@ -194,14 +235,20 @@ def write(report: dict, out: Path) -> None:
         f"{report['statistic']} of {report['rounds']} interleaved runs of "
         f"{report['steps_per_run']} batches; load average at end {report['load_average_at_end']}.",
         "",
-        "| network | maskbnn | upstream bnn_pynq path | ratio |",
-        "|---|---|---|---|",
+        "| network | maskbnn | upstream bnn_pynq path | ratio | convolutions alone | ceiling |",
+        "|---|---|---|---|---|---|",
     ]
     for net, r in report["results"].items():
         lines.append(
             f"| {net} | {r['ours_img_per_s']:.0f} | {r['upstream_img_per_s']:.0f} | "
-            f"{r['ratio']:.2f}x |"
+            f"{r['ratio']:.2f}x | {r['conv_only_img_per_s']:.0f} | {r['ceiling_ratio']:.2f}x |"
         )
+    lines += [
+        "",
+        "*Convolutions alone*: img/s if a step were nothing but its float32 convolutions, forward",
+        "and backward, at the training shapes (oneDNN, same threads). *Ceiling*: that over upstream,",
+        "the best ratio any trainer keeping float32 convolutions could reach on this machine.",
+    ]
     (out / "train.md").write_text("\n".join(lines) + "\n")
 
 

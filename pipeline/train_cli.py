@@ -31,7 +31,9 @@ SPLITS = ("train", "test", "all")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--network", required=True, help="a name from build_configs/")
+    p.add_argument(
+        "--network", "--net", required=True, help="a name from build_configs/ (--net as elsewhere)"
+    )
     p.add_argument("--experiments", type=Path, default=Path("build/experiments"))
     p.add_argument("--datadir", type=Path, help="default: the shipped MaskedFace-Net sample")
     p.add_argument("--evaluate", action="store_true", help="evaluate only, no training")
@@ -89,6 +91,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--kd-weight",
         type=float,
         help="loss = task loss + W * KL(p_teacher || p_student) (default 1.0)",
+    )
+    p.add_argument(
+        "--precise-bn",
+        action="store_true",
+        help="after the last epoch, set BatchNorm statistics to their exact training-set average",
     )
     p.add_argument("--save-every", type=int, help="also keep checkpoints/epoch_<N>.tar every N")
     p.add_argument(
@@ -237,6 +244,7 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         make_loss,
         make_optimizer,
         make_scheduler,
+        to_tensors,
     )
 
     ckpt = None
@@ -279,6 +287,19 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
     }
     if hp["epochs"] < 1 or hp["batch_size"] < 2:
         raise UserError("--epochs must be >= 1 and --batch_size >= 2")
+    planned = saved_hp.get("epochs")
+    if (
+        ckpt is not None
+        and planned
+        and planned != hp["epochs"]
+        and hp["scheduler"].upper() == "COSINE"
+    ):
+        # The checkpoint's cosine was planned to reach 0 at epoch `planned`; its saved state
+        # would carry on past that (the LR climbs again) or stop short of 0.
+        raise UserError(
+            f"--resume {args.resume}: the run's cosine schedule ends at epoch {planned}, not at "
+            f"{hp['epochs']}; resume with --epochs {planned} (or leave --epochs out)"
+        )
     # Recorded only where they apply, so other networks' hparams stay as they were.
     if cfg.model.method is not None:
         hp["method"] = cfg.model.method
@@ -294,6 +315,8 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         raise UserError("--save-every must be >= 1")
     if args.amp:
         hp["amp"] = True
+    if args.precise_bn or saved_hp.get("precise_bn"):
+        hp["precise_bn"] = True
 
     train = load_dataset(cfg.dataset, datadir, "train", cfg.model.image_size)
     test = load_dataset(cfg.dataset, datadir, "test", cfg.model.image_size)
@@ -363,6 +386,7 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         fast=args.fast_binary,
         distill=distill,
         amp=args.amp,
+        precise_bn=hp.get("precise_bn", False),
     )
     start = 1
     if ckpt is not None:
@@ -373,7 +397,13 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         log(f"training {cfg.name} on {datadir}: {len(train)} train, {len(test)} test images")
     log(f"command: {command}")
     log(f"hyper-parameters: {json.dumps(hp)}; torch threads {torch.get_num_threads()}")
-    if start > hp["epochs"]:
+    if start > hp["epochs"] and hp.get("precise_bn") and not saved_hp.get("precise_bn"):
+        # A finished run given --precise-bn: recalibrate its last weights, as if it had been on.
+        n = trainer.recalibrate_bn(to_tensors(train)[0])
+        log(f"finished run: BatchNorm statistics recomputed over {n} training batches")
+        if not args.dry_run:
+            checkpoints.on_epoch_end(trainer, start - 1, {})
+    elif start > hp["epochs"]:
         log(f"nothing to do: the checkpoint already finished epoch {start - 1}")
     t0 = time.perf_counter()
     result = trainer.fit(train, test, hp["epochs"], start_epoch=start)

@@ -4,6 +4,7 @@ bad-input case of the issue."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,17 @@ def test_resume_with_another_network_is_refused(one_epoch_run: Path, tmp_path: P
     assert "mask_1w1a_0.125" in err and "mask_1w1a_0.25" in err
 
 
+def test_resume_past_the_cosine_schedule_is_refused(one_epoch_run: Path, tmp_path: Path, capsys):
+    # The saved cosine reached LR 0 at epoch 1; carrying it on would raise the LR again.
+    ckpt = one_epoch_run / "checkpoints" / "checkpoint.tar"
+    args = train_args(tmp_path, "mask_1w1a_0.125", "--resume", str(ckpt), "--epochs", "3")
+    args[args.index("--network")] = "--net"  # the spelling the other commands use
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "cosine schedule ends at epoch 1" in err and "--epochs 1" in err
+    assert not (tmp_path / "exp").exists()  # refused before any run folder is made
+
+
 def test_gpus_are_refused_clearly(tmp_path: Path, capsys):
     assert main(train_args(tmp_path, "mask_1w1a_0.125", "--gpus", "0")) == 2
     assert "CPU" in capsys.readouterr().err
@@ -159,6 +171,57 @@ def test_nan_loss_stops_with_epoch_and_batch():
     )
     with pytest.raises(UserError, match=r"epoch 2, batch 2 of 4"):
         trainer.fit(data, None, epochs=3)
+
+
+def test_precise_bn_sets_the_exact_average_of_training_batch_statistics():
+    torch.set_num_threads(1)
+    model, _ = get_network("mask_1w1a_0.125")
+    g = torch.Generator().manual_seed(0)
+    data = ArrayDataset(
+        torch.randint(0, 256, (30, 32, 32, 3), generator=g, dtype=torch.uint8).numpy(),
+        torch.randint(0, 4, (30,), generator=g).numpy(),
+        ("a", "b", "c", "d"),
+    )
+    opt = make_optimizer("ADAM", model.parameters(), 0.01, 0.0, 0.9)
+    trainer = Trainer(
+        model,
+        make_loss("SqrHinge", 4),
+        opt,
+        None,
+        data.classes,
+        batch_size=10,
+        augment=False,
+        progress=False,
+        log=str,
+        precise_bn=True,
+    )
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen: list[torch.Tensor] = []
+    hook = bn.register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
+    trainer.fit(data, None, epochs=1)
+    hook.remove()
+    # fit: 3 training batches, then the 3 batches of the recalibration pass
+    assert len(seen) == 6
+    means = torch.stack([b.mean((0, 2, 3)) for b in seen[3:]])
+    variances = torch.stack([b.var((0, 2, 3), unbiased=True) for b in seen[3:]])
+    torch.testing.assert_close(bn.running_mean, means.mean(0))
+    torch.testing.assert_close(bn.running_var, variances.mean(0), rtol=1e-5, atol=1e-4)
+    assert bn.momentum == 0.1  # restored for any later training
+
+
+def test_precise_bn_finishes_a_finished_run(one_epoch_run: Path, tmp_path: Path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(one_epoch_run, run)  # the fixture's run is shared by other tests
+    ckpt = run / "checkpoints" / "checkpoint.tar"
+    before = read_checkpoint(ckpt)
+    assert main(train_args(tmp_path, "mask_1w1a_0.125", "--resume", str(ckpt), "--precise-bn")) == 0
+    assert "recomputed over" in capsys.readouterr().out
+    after = read_checkpoint(ckpt)
+    assert after["hparams"]["precise_bn"] and after["epoch"] == before["epoch"] == 1
+    key = next(k for k in after["state_dict"] if k.endswith("running_mean"))
+    assert not torch.equal(after["state_dict"][key], before["state_dict"][key])
+    weights = [k for k in after["state_dict"] if k.endswith(".weight")]
+    assert all(torch.equal(after["state_dict"][k], before["state_dict"][k]) for k in weights)
 
 
 def test_clip_hook_keeps_latent_weights_in_unit_range():

@@ -38,3 +38,18 @@ def test_upstream_style_transforms_crop_pad_and_flip():
         seen_plain |= any(p for p, _ in hits)
         seen_flip |= any(f for _, f in hits)
     assert seen_plain and seen_flip
+
+
+def test_conv_calls_cover_every_convolution_at_training_shapes():
+    from maskbnn.pipeline.bench_train import BATCH, conv_calls
+
+    calls = conv_calls("mask_1w1a_0.5")
+    # CNV: 3x3 valid convs 32->30->28, pool, 14->12->10, pool, 5->3->1 (0.5x: 32/64/128 ch)
+    assert [tuple(s) for _, s in calls] == [
+        (BATCH, 3, 32, 32),
+        (BATCH, 32, 30, 30),
+        (BATCH, 32, 14, 14),
+        (BATCH, 64, 12, 12),
+        (BATCH, 64, 5, 5),
+        (BATCH, 128, 3, 3),
+    ]
