@@ -115,8 +115,7 @@ def ship(
         "epochs": run["epochs"],
         "hparams": run["hparams"],
         "train_seconds": round(run["train_seconds_total"], 1),
-        "wall_seconds": run["wall_seconds_this_session"]
-        and round(run["wall_seconds_this_session"]),
+        "wall_seconds": round(wall) if (wall := _wall_seconds(run)) else None,
         "stopped_early": run.get("stopped_early"),
         "note": note or None,
         "test_top1": m["top1"],
@@ -137,6 +136,11 @@ def ship(
     shutil.copyfile(run_dir / "log.txt", out_dir / f"{network}.train-log.txt")
     shutil.copyfile(run_dir / "training_curve.png", out_dir / f"{network}.training_curve.png")
     return meta
+
+
+def _wall_seconds(run: dict) -> float | None:
+    """All of the run's sessions (a resumed run), else the one recorded."""
+    return run.get("wall_seconds_total") or run.get("wall_seconds_this_session")
 
 
 README_HEAD = """# Shipped pretrained weights

@@ -418,6 +418,8 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         "best_val_acc": result["best_val_acc"],
         "train_seconds_total": sum(r["train_seconds"] for r in trainer.history),
         "wall_seconds_this_session": time.perf_counter() - t0,
+        # plus the earlier sessions that ended with a metrics.json (a killed one leaves none)
+        "wall_seconds_total": time.perf_counter() - t0 + _earlier_wall(run_dir, ckpt),
         "test": final,  # the last epoch's weights on the test split
         "history": trainer.history,
     }
@@ -431,6 +433,15 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         plot_confusion(final["confusion"], train.classes, run_dir / "confusion.png", cfg.name)
         log(f"run folder: {run_dir}")
     return 0
+
+
+def _earlier_wall(run_dir: Path, ckpt: dict | None) -> float:
+    """Wall seconds of the run's earlier sessions, from the metrics.json the last one left."""
+    prev = run_dir / "metrics.json"
+    if ckpt is None or not prev.is_file():
+        return 0.0
+    m = json.loads(prev.read_text())
+    return float(m.get("wall_seconds_total", m.get("wall_seconds_this_session")) or 0.0)
 
 
 def _distiller(cfg: NetworkConfig, hp: dict):
