@@ -148,15 +148,35 @@ def test_gpus_are_refused_clearly(tmp_path: Path, capsys):
     assert "CPU" in capsys.readouterr().err
 
 
+def random_images(n: int) -> ArrayDataset:
+    """n seeded random 32x32 RGB images with labels in 4 classes (for trainer mechanics only)."""
+    g = torch.Generator().manual_seed(0)
+    return ArrayDataset(
+        torch.randint(0, 256, (n, 32, 32, 3), generator=g, dtype=torch.uint8).numpy(),
+        torch.randint(0, 4, (n,), generator=g).numpy(),
+        ("a", "b", "c", "d"),
+    )
+
+
+def quiet_trainer(model, opt, data: ArrayDataset, **kw) -> Trainer:
+    """SqrHinge, batches of 10, no scheduler, no progress bar or log."""
+    return Trainer(
+        model,
+        make_loss("SqrHinge", 4),
+        opt,
+        None,
+        data.classes,
+        batch_size=10,
+        progress=False,
+        log=str,
+        **kw,
+    )
+
+
 def test_nan_loss_stops_with_epoch_and_batch():
     torch.set_num_threads(1)
     model, cfg = get_network("mask_1w1a_0.125")
-    g = torch.Generator().manual_seed(0)
-    data = ArrayDataset(
-        torch.randint(0, 256, (40, 32, 32, 3), generator=g, dtype=torch.uint8).numpy(),
-        torch.randint(0, 4, (40,), generator=g).numpy(),
-        ("a", "b", "c", "d"),
-    )
+    data = random_images(40)
     hinge = make_loss("SqrHinge", 4)
     calls = {"n": 0}
 
@@ -176,25 +196,9 @@ def test_nan_loss_stops_with_epoch_and_batch():
 def test_precise_bn_sets_the_exact_average_of_training_batch_statistics():
     torch.set_num_threads(1)
     model, _ = get_network("mask_1w1a_0.125")
-    g = torch.Generator().manual_seed(0)
-    data = ArrayDataset(
-        torch.randint(0, 256, (30, 32, 32, 3), generator=g, dtype=torch.uint8).numpy(),
-        torch.randint(0, 4, (30,), generator=g).numpy(),
-        ("a", "b", "c", "d"),
-    )
+    data = random_images(30)
     opt = make_optimizer("ADAM", model.parameters(), 0.01, 0.0, 0.9)
-    trainer = Trainer(
-        model,
-        make_loss("SqrHinge", 4),
-        opt,
-        None,
-        data.classes,
-        batch_size=10,
-        augment=False,
-        progress=False,
-        log=str,
-        precise_bn=True,
-    )
+    trainer = quiet_trainer(model, opt, data, augment=False, precise_bn=True)
     bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     seen: list[torch.Tensor] = []
     hook = bn.register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
@@ -227,24 +231,9 @@ def test_precise_bn_finishes_a_finished_run(one_epoch_run: Path, tmp_path: Path,
 def test_clip_hook_keeps_latent_weights_in_unit_range():
     torch.set_num_threads(1)
     model, _ = get_network("mask_1w1a_0.125")
-    g = torch.Generator().manual_seed(0)
-    data = ArrayDataset(
-        torch.randint(0, 256, (20, 32, 32, 3), generator=g, dtype=torch.uint8).numpy(),
-        torch.randint(0, 4, (20,), generator=g).numpy(),
-        ("a", "b", "c", "d"),
-    )
+    data = random_images(20)
     opt = make_optimizer("SGD", model.parameters(), 100.0, 0.0, 0.0)  # huge steps
-    trainer = Trainer(
-        model,
-        make_loss("SqrHinge", 4),
-        opt,
-        None,
-        data.classes,
-        batch_size=10,
-        hooks=[ClipWeights()],
-        progress=False,
-        log=str,
-    )
+    trainer = quiet_trainer(model, opt, data, hooks=[ClipWeights()])
     trainer.fit(data, None, epochs=1)
     weights = [p for n, p in model.named_parameters() if n.endswith(".weight") and p.dim() > 1]
     assert weights and all(float(w.detach().abs().max()) <= 1.0 for w in weights)
