@@ -53,3 +53,19 @@ def test_conv_calls_cover_every_convolution_at_training_shapes():
         (BATCH, 64, 5, 5),
         (BATCH, 128, 3, 3),
     ]
+
+
+def test_conv_gflop_matches_torch_flop_counter():
+    """The ceiling's operation count, against PyTorch's own count of a real training step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from maskbnn.pipeline.bench_train import BATCH, conv_gflop
+
+    model, _ = get_network("mask_1w1a_0.5")
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.rand(BATCH, 3, 32, 32)).sum().backward()
+    ops = counter.get_flop_counts()["Global"]
+    aten = torch.ops.aten
+    convs = ops[aten.convolution] + ops[aten.convolution_backward]
+    assert conv_gflop("mask_1w1a_0.5") == pytest.approx(convs / 1e9, rel=1e-9)
