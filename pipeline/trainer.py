@@ -168,11 +168,11 @@ class Trainer:
         precise_bn: bool = False,
     ) -> None:
         self.model = model
+        # Recompute BatchNorm statistics exactly after the last epoch (see recalibrate_bn).
+        self.precise_bn = precise_bn
         # oneDNN's CPU convolutions run NHWC natively; in NCHW every conv (and its backward)
         # reorders its operands first. Measured on a CNV step: about 12% faster. Only the memory
         # layout changes: logical shapes, state dicts and exports are the same.
-        # Recompute BatchNorm statistics exactly after the last epoch (see recalibrate_bn).
-        self.precise_bn = precise_bn
         self.channels_last = channels_last and any(
             isinstance(m, nn.Conv2d) for m in model.modules()
         )
