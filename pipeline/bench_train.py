@@ -189,17 +189,16 @@ def conv_seconds(network: str, reps: int = 3) -> float:
 
 
 def conv_gflop(network: str) -> float:
-    """Float operations (2 per multiply-add) of one batch's convolutions: forward, weight gradient
-    and input gradient (none for the first conv, which reads the image)."""
-    total = 0
-    for i, (m, shape) in enumerate(conv_calls(network)):
-        n, cin, h, w = shape
-        kh, kw = m.kernel_size
-        ho = (h + 2 * m.padding[0] - kh) // m.stride[0] + 1
-        wo = (w + 2 * m.padding[1] - kw) // m.stride[1] + 1
-        macs = n * m.out_channels * ho * wo * (cin // m.groups) * kh * kw
-        total += macs * (3 if i > 0 else 2)
-    return 2 * total / 1e9
+    """Float operations of one training batch's convolutions (forward, weight gradient and input
+    gradient; none for the first conv, which reads the image), as torch's flop counter counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(load_network_config(network).model).train()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.rand(BATCH, 3, 32, 32)).sum().backward()
+    ops = counter.get_flop_counts()["Global"]
+    aten = torch.ops.aten
+    return (ops.get(aten.convolution, 0) + ops.get(aten.convolution_backward, 0)) / 1e9
 
 
 def gemm_gflops(size: int = 2048, reps: int = 5) -> float:
@@ -231,15 +230,15 @@ def bench(nets: list[str], steps: int, rounds: int, threads: int) -> dict:
             print(f"{net}: ours {ours[-1]:.0f} img/s, upstream {base[-1]:.0f} img/s", flush=True)
         o, b = statistics.median(ours), statistics.median(base)
         conv_s = conv_seconds(net)
-        peak = gemm_gflops()
-        flop_s = conv_gflop(net) / peak  # the convolutions at the peak rate
+        peak, gflop = gemm_gflops(), conv_gflop(net)
+        flop_s = gflop / peak  # the convolutions at the peak rate
         results[net] = {
             "ours_img_per_s": o,
             "upstream_img_per_s": b,
             "ratio": o / b,
             "conv_only_img_per_s": BATCH / conv_s,
             "ceiling_ratio": BATCH / conv_s / b,
-            "conv_gflop_per_batch": conv_gflop(net),
+            "conv_gflop_per_batch": gflop,
             "gemm_gflops": peak,
             "conv_at_peak_img_per_s": BATCH / flop_s,
             "peak_ceiling_ratio": BATCH / flop_s / b,
