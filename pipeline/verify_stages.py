@@ -133,6 +133,10 @@ def onnx_stage(path: Path, x: np.ndarray, last_input: bool = False) -> dict[str,
 
     outs, lasts = [], []
     try:
+        # qonnx's Im2Col interleaves the images of a batch (its column matrix is reshaped as if N
+        # were 1; see tests/test_verify.py), so a lowered graph must run one image at a time.
+        if model.get_nodes_by_op_type("Im2Col"):
+            raise NotImplementedError("Im2Col is only correct for batch 1")
         chunk = 250
         batched = {}
         for s in range(0, len(x), chunk):
@@ -143,7 +147,7 @@ def onnx_stage(path: Path, x: np.ndarray, last_input: bool = False) -> dict[str,
             o, li = run(batched[len(xb)], xb)
             outs.append(o)
             lasts.append(li)
-    except Exception:  # some FINN ops infer shapes for batch 1 only: run image by image
+    except Exception:  # FINN ops that infer shapes or compute for batch 1 only: image by image
         outs, lasts = [], []
         for i in range(len(x)):
             o, li = run(model, xf[i : i + 1])

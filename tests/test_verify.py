@@ -87,3 +87,47 @@ def test_fast_sanitize_matches_qonnx():
     for fn in (original, onnx_exec.sanitize_quant_values):
         with pytest.raises(Exception, match="Rounding error is too high"):
             fn(m, ["t"], {"t": np.array([0.5, 1.0, 2.0, 3.0], np.float32)})
+
+
+def _im2col_graph(tmp_path, batch: int):
+    """A lowered 3x3 convolution's Im2Col on a 4x4x2 map, shaped for `batch` images."""
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.util.basic import qonnx_make_model
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4, 4, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 2, 2, 18])
+    node = helper.make_node(
+        "Im2Col", ["x"], ["y"], domain="qonnx.custom_op.general", kernel_size=[3, 3],
+        stride=[1, 1], pad_amount=[0, 0, 0, 0], input_shape=f"({batch},4,4,2)",
+    )  # fmt: skip
+    model = ModelWrapper(qonnx_make_model(helper.make_graph([node], "im2col", [x], [y])))
+    model.set_tensor_datatype("x", DataType["UINT8"])
+    path = tmp_path / f"im2col_{batch}.onnx"
+    model.save(str(path))
+    return path
+
+
+def _patches(x: np.ndarray) -> np.ndarray:
+    """Each 3x3 window of NHWC images, flattened as (kh, kw, c), the order FINN's lowering uses."""
+    n, h, w, c = x.shape
+    return np.stack(
+        [x[:, i : i + 3, j : j + 3].reshape(n, -1) for i in range(h - 2) for j in range(w - 2)], 1
+    ).reshape(n, h - 2, w - 2, 9 * c)
+
+
+def test_onnx_stage_runs_lowered_graphs_image_by_image(tmp_path):
+    """qonnx's Im2Col mixes the images of a batch; onnx_stage must not batch through it. The
+    first assertion pins the qonnx bug: when it fails, qonnx is fixed and batching can return."""
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from maskbnn.pipeline.verify_stages import onnx_stage
+
+    x = np.random.default_rng(0).integers(0, 256, (3, 4, 4, 2)).astype(np.uint8)
+    want = _patches(x.astype(np.float32))
+    batched = execute_onnx(
+        ModelWrapper(str(_im2col_graph(tmp_path, 3))), {"x": x.astype(np.float32)}
+    )
+    assert not np.array_equal(batched["y"], want)
+    got = onnx_stage(_im2col_graph(tmp_path, 1), x)["output"]
+    np.testing.assert_array_equal(got, want.reshape(3, -1))
