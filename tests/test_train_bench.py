@@ -64,5 +64,6 @@ def test_conv_gflop_matches_a_count_by_hand():
     # 0.5x CNV: (in ch, out ch, output side) of its six 3x3 valid convolutions
     layers = [(3, 32, 30), (32, 32, 28), (32, 64, 12), (64, 64, 10), (64, 128, 3), (128, 128, 1)]
     macs = [BATCH * cout * side * side * cin * 9 for cin, cout, side in layers]
-    flops = 2 * (2 * macs[0] + 3 * sum(macs[1:]))
-    assert conv_gflop("mask_1w1a_0.5") == pytest.approx(flops / 1e9, rel=1e-9)
+    forward = 2 * sum(macs)
+    grads = 2 * (macs[0] + 2 * sum(macs[1:]))
+    assert conv_gflop("mask_1w1a_0.5") == pytest.approx((forward / 1e9, grads / 1e9), rel=1e-9)
