@@ -33,6 +33,24 @@ def test_wrap_is_twos_complement():
     assert dtype_range("INT13") == (-4096, 4095)
 
 
+@pytest.mark.parametrize("acc_dtype", ["INT12", "INT6"])  # holds every sum / wraps them
+def test_multibit_mvau_table_equals_threshold_comparison(acc_dtype):
+    """A multi-bit MVAU's thresholds through the value table give what comparing each
+    accumulator with every threshold gives, wrapped accumulators included."""
+    from maskbnn_board.hwexec import Layer, _activate, run_mvau, wrap
+
+    rng = np.random.default_rng(0)
+    weights = rng.integers(-1, 2, (27, 16))
+    thresholds = np.sort(rng.integers(-60, 60, (16, 14)), axis=1)
+    attrs = {"in_dtype": "INT4", "acc_dtype": acc_dtype, "out_dtype": "INT4", "act_val": -8,
+             "binary_xnor": False, "exact_f32": True}  # fmt: skip
+    layer = Layer("mvau", "MVAU", attrs, {"weights": weights, "thresholds": thresholds})
+    x = rng.integers(-8, 8, (5, 6, 6, 27)).astype(np.float32)
+    acc = wrap(x.reshape(-1, 27).astype(np.int64) @ weights, acc_dtype)
+    want = _activate(acc, Layer("ref", "MVAU", attrs, {"thresholds": thresholds}))
+    np.testing.assert_array_equal(run_mvau(x, layer).reshape(-1, 16), want)
+
+
 def test_every_layer_equals_finn_execution(built_025):
     """All 21 layers' outputs of our executor equal FINN's execute_onnx on real images."""
     from maskbnn.pipeline.datasets import load_dataset

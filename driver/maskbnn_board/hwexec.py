@@ -79,7 +79,7 @@ class Layer:
     kind: str
     attrs: dict
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # not saved
+    cache: dict = field(default_factory=dict, repr=False)  # derived from arrays; not saved
     inputs: list[str] = field(default_factory=list)  # tensor names (graphs; empty in a chain)
     outputs: list[str] = field(default_factory=list)
 
@@ -113,21 +113,28 @@ def _activate(acc: np.ndarray, layer: Layer) -> np.ndarray:
     return count + int(a["act_val"])
 
 
-def run_thresholding(x: np.ndarray, layer: Layer) -> np.ndarray:
-    lo, hi = dtype_range(layer.attrs["in_dtype"])
+def _lookup_or_activate(x: np.ndarray, layer: Layer, lo: int, hi: int) -> np.ndarray:
+    """Thresholds applied to integers x in [lo, hi]: through a table of every value's output per
+    channel when the range is small (a gather instead of comparing each value with every
+    threshold), else by comparison."""
     thr = layer.arrays["thresholds"]
-    if hi - lo < 2**16 and thr.shape[0] * (hi - lo + 1) <= 2**22:
-        # small integer input type: a table of every input value's output, per channel
-        if "lut" not in layer.cache:
-            values = np.arange(lo, hi + 1, dtype=np.int64)
-            rows = [_activate(values, _one_channel(layer, c)) for c in range(thr.shape[0])]
-            layer.cache["lut"] = np.stack(rows).astype(np.float32)
-        lut = layer.cache["lut"]
-        idx = (x - lo).astype(np.intp)
-        if lut.shape[0] == 1:
-            return lut[0][idx]
-        return lut[np.arange(lut.shape[0]), idx]
-    return _activate(x, layer)
+    if hi - lo >= 2**16 or thr.shape[0] * (hi - lo + 1) > 2**22:
+        return _activate(x, layer)
+    if "lut" not in layer.cache:
+        values = np.arange(lo, hi + 1, dtype=np.int64)
+        rows = [_activate(values, _one_channel(layer, c)) for c in range(thr.shape[0])]
+        layer.cache["lut"] = np.stack(rows).astype(np.float32)
+    lut = layer.cache["lut"]
+    idx = (x - lo).astype(np.intp)
+    if idx.size and (idx.min() < 0 or idx.max() > hi - lo):  # never index the table wrapped
+        raise ProgramError(f"{layer.name}: values outside [{lo}, {hi}] reach its thresholds")
+    if lut.shape[0] == 1:
+        return lut[0][idx]
+    return lut[np.arange(lut.shape[0]), idx]
+
+
+def run_thresholding(x: np.ndarray, layer: Layer) -> np.ndarray:
+    return _lookup_or_activate(x, layer, *dtype_range(layer.attrs["in_dtype"]))
 
 
 def _one_channel(layer: Layer, c: int) -> Layer:
@@ -155,13 +162,16 @@ def run_im2col(x: np.ndarray, layer: Layer) -> np.ndarray:
 
 def mvau_reachable(layer: Layer) -> tuple[int, int]:
     """[min, max] the accumulator can reach over all inputs of the declared input type."""
-    w = layer.arrays["weights"]
-    if layer.attrs["binary_xnor"]:
-        return 0, int(w.shape[0])
-    lo, hi = dtype_range(layer.attrs["in_dtype"])
-    col_min = np.minimum(w * lo, w * hi).sum(axis=0)
-    col_max = np.maximum(w * lo, w * hi).sum(axis=0)
-    return int(col_min.min()), int(col_max.max())
+    if "reachable" not in layer.cache:
+        w = layer.arrays["weights"]
+        if layer.attrs["binary_xnor"]:
+            layer.cache["reachable"] = 0, int(w.shape[0])
+        else:
+            lo, hi = dtype_range(layer.attrs["in_dtype"])
+            col_min = np.minimum(w * lo, w * hi).sum(axis=0)
+            col_max = np.maximum(w * lo, w * hi).sum(axis=0)
+            layer.cache["reachable"] = int(col_min.min()), int(col_max.max())
+    return layer.cache["reachable"]
 
 
 def _fits(layer: Layer, key: str) -> bool:
@@ -194,7 +204,12 @@ def run_mvau(x: np.ndarray, layer: Layer) -> np.ndarray:
         acc = 2 * acc - flat.sum(axis=1)[:, None] - wsum[None, :] + mw
     if not _fits(layer, "acc_dtype"):
         acc = wrap(acc, a["acc_dtype"])  # the accumulator register is acc_dtype bits wide
-    if "thresholds" in layer.arrays:
+    if "thresholds" in layer.arrays and layer.arrays["thresholds"].shape[1] > 1:
+        # multi-bit output: comparing with every threshold costs more than a table lookup
+        fits = _fits(layer, "acc_dtype")
+        lo, hi = mvau_reachable(layer) if fits else dtype_range(a["acc_dtype"])
+        out = _lookup_or_activate(acc, layer, lo, hi)
+    elif "thresholds" in layer.arrays:
         out = _activate(acc, layer)
     elif not _fits(layer, "out_dtype"):
         out = wrap(acc, a["out_dtype"])  # the output stream is out_dtype bits wide
