@@ -132,22 +132,23 @@ def onnx_stage(path: Path, x: np.ndarray, last_input: bool = False) -> dict[str,
         return ctx[outp], (ctx[last_in] if last_input else None)
 
     outs, lasts = [], []
-    try:
-        # qonnx's Im2Col interleaves the images of a batch (its column matrix is reshaped as if N
-        # were 1; see tests/test_verify.py), so a lowered graph must run one image at a time.
-        if model.get_nodes_by_op_type("Im2Col"):
-            raise NotImplementedError("Im2Col is only correct for batch 1")
-        chunk = 250
-        batched = {}
-        for s in range(0, len(x), chunk):
-            xb = xf[s : s + chunk]
-            if len(xb) not in batched:
-                batched[len(xb)] = ModelWrapper(str(path)).transform(ChangeBatchSize(len(xb)))
-                batched[len(xb)] = batched[len(xb)].transform(InferShapes())
-            o, li = run(batched[len(xb)], xb)
-            outs.append(o)
-            lasts.append(li)
-    except Exception:  # FINN ops that infer shapes or compute for batch 1 only: image by image
+    # qonnx's Im2Col interleaves the images of a batch (its column matrix is reshaped as if N were
+    # 1; see tests/test_verify.py), so a lowered graph runs one image at a time.
+    batchable = not model.get_nodes_by_op_type("Im2Col")
+    if batchable:
+        try:
+            chunk, batched = 250, {}
+            for s in range(0, len(x), chunk):
+                xb = xf[s : s + chunk]
+                if len(xb) not in batched:
+                    m = ModelWrapper(str(path)).transform(ChangeBatchSize(len(xb)))
+                    batched[len(xb)] = m.transform(InferShapes())
+                o, li = run(batched[len(xb)], xb)
+                outs.append(o)
+                lasts.append(li)
+        except Exception:  # other FINN ops infer shapes for batch 1 only
+            batchable = False
+    if not batchable:
         outs, lasts = [], []
         for i in range(len(x)):
             o, li = run(model, xf[i : i + 1])
