@@ -7,6 +7,7 @@ Sources: a prepared MaskedFace-Net folder (the data stage's output), a raw Maske
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import pickle
 import tarfile
@@ -21,12 +22,14 @@ from maskbnn.paths import BUILD_DIR
 
 @dataclass(frozen=True)
 class ArrayDataset:
-    """Images (N, H, W, C) uint8 and labels (N,) int64; `names` identify images in reports."""
+    """Images (N, H, W, C) uint8 and labels (N,) int64; `names` identify images in reports,
+    `groups` the face each image shows (MaskedFace-Net: several images per face)."""
 
     x: np.ndarray
     y: np.ndarray
     classes: tuple[str, ...]
     names: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.y)
@@ -46,7 +49,44 @@ def load_prepared(folder: Path, split: str) -> ArrayDataset:
         x = np.concatenate([z[f"x_{s}"] for s in sides])
         y = np.concatenate([z[f"y_{s}"] for s in sides]).astype(np.int64)
         names = tuple(np.concatenate([z[f"file_{s}"] for s in sides]).tolist())
-    return ArrayDataset(x, y, classes, names)
+        faces = [f"face_{s}" for s in sides]
+        groups = (
+            tuple(np.concatenate([z[f] for f in faces]).tolist())
+            if all(f in z for f in faces)
+            else ()
+        )
+    return ArrayDataset(x, y, classes, names, groups)
+
+
+def hold_out(data: ArrayDataset, fraction: float) -> tuple[ArrayDataset, ArrayDataset]:
+    """Split `data` (a train split) into (fit, validation) with about `fraction` of it in
+    validation, for choosing a recipe without looking at the test split. Whole faces go to one
+    side (a face seen in training would flatter validation, as it would the test split); without
+    face ids each image is its own group. A salted hash of the group decides, so the split is the
+    same in every run, for every seed and after --resume."""
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"--val-faces {fraction}: give a fraction between 0 and 1, e.g. 0.15")
+    keys = data.groups or tuple(str(i) for i in range(len(data)))
+    cut = int(fraction * 2**32)
+    side = np.array(
+        [
+            int.from_bytes(hashlib.sha256(f"val:{k}".encode()).digest()[:4], "big") < cut
+            for k in keys
+        ]
+    )
+    if side.all() or not side.any():
+        raise UserError(
+            f"--val-faces {fraction}: {len(data)} images in {len(set(keys))} groups leave one "
+            "side empty; use more images or another fraction"
+        )
+
+    def pick(mask: np.ndarray) -> ArrayDataset:
+        idx = np.flatnonzero(mask)
+        names = tuple(data.names[i] for i in idx) if data.names else ()
+        groups = tuple(data.groups[i] for i in idx) if data.groups else ()
+        return ArrayDataset(data.x[idx], data.y[idx], data.classes, names, groups)
+
+    return pick(~side), pick(side)
 
 
 def load_maskedface(datadir: Path, split: str, image_size: int = 32, seed: int = 0) -> ArrayDataset:
@@ -182,6 +222,4 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def _short_hash(text: str) -> str:
-    import hashlib
-
     return hashlib.sha256(text.encode()).hexdigest()[:10]

@@ -8,7 +8,9 @@ python -m maskbnn.pipeline.ship_pretrained RUN_DIR [--out models/pretrained] [--
 methods' networks, which are reported but not shipped).
 
 The last epoch's weights (checkpoint.tar) are shipped, not best.tar: best.tar is chosen on the test
-split, so its accuracy would be a selection on test.
+split, so its accuracy would be a selection on test. --swa ships the run's checkpoints/swa.tar (the
+mean of its last epochs' weights, `maskbnn train --swa K`) instead; choose between the two on a
+validation split (`--val-faces`), not on the test split.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def ship(
     command: str = "",
     note: str = "",
     record_only: bool = False,
+    swa: bool = False,
 ) -> dict:
     import torch
 
@@ -77,6 +80,14 @@ def ship(
         raise UserError(f"{run_dir} has no metrics.json: the run did not finish")
     if ckpt["epoch"] != run["epochs"]:
         raise UserError(f"checkpoint is at epoch {ckpt['epoch']} of {run['epochs']}: not finished")
+    selection = "last epoch (no selection on the test split)"
+    if swa:
+        averaged = read_checkpoint(run_dir / "checkpoints" / "swa.tar")
+        ckpt = {**ckpt, "state_dict": averaged["state_dict"]}
+        selection = (
+            f"mean of the last {averaged['swa_epochs']} epochs' weights (--swa), BatchNorm "
+            "statistics recomputed; chosen over the last epoch on a validation split"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     tar = out_dir / f"{network}.tar"
     save_checkpoint(
@@ -121,7 +132,7 @@ def ship(
         "test_top1": m["top1"],
         "test_per_class": m["per_class"],
         "test_confusion": m["confusion"],
-        "test_top1_selection": "last epoch (no selection on the test split)",
+        "test_top1_selection": selection,
         "best_epoch_test_top1_for_information": run["best_val_acc"],
         "train_top1_last_epoch_augmented": last["train_top1"],
         "machine": f"{platform.machine()}, torch {torch.__version__}, "
@@ -238,10 +249,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write the run's record (JSON, log, curve) to --out without the weights",
     )
+    p.add_argument(
+        "--swa", action="store_true", help="ship checkpoints/swa.tar, not the last epoch"
+    )
     args = p.parse_args(argv)
     try:
         meta = ship(
-            args.run_dir, args.out, args.unfinished, args.command, args.note, args.record_only
+            args.run_dir,
+            args.out,
+            args.unfinished,
+            args.command,
+            args.note,
+            args.record_only,
+            swa=args.swa,
         )
     except UserError as err:
         print(f"ship_pretrained: error: {err}", file=sys.stderr)

@@ -6,7 +6,9 @@ maskbnn train --evaluate --network NET (--pretrained | --resume CKPT) --datadir 
 
 Each training run writes, in <experiments>/<network>_<timestamp>/: checkpoints/{checkpoint,best}.tar,
 log.txt, metrics.json, training_curve.png and confusion.png. Validation is on the test split of the
-data (the face-disjoint one for MaskedFace-Net); metrics.json reports the last epoch's weights.
+data (the face-disjoint one for MaskedFace-Net), as upstream; metrics.json reports the last epoch's
+weights. To choose a recipe without looking at the test split, --val-faces F validates on a fraction
+F of the train split's faces instead. --swa K adds checkpoints/swa.tar, the last K epochs' mean.
 """
 
 from __future__ import annotations
@@ -98,6 +100,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="after the last epoch, set BatchNorm statistics to their exact training-set average",
     )
     p.add_argument("--save-every", type=int, help="also keep checkpoints/epoch_<N>.tar every N")
+    p.add_argument(
+        "--val-faces",
+        type=float,
+        metavar="FRACTION",
+        help="validate each epoch on this fraction of the train split's faces (held out of "
+        "training) instead of the test split, which is then evaluated once, at the end",
+    )
+    p.add_argument(
+        "--swa",
+        type=int,
+        metavar="K",
+        help="also produce checkpoints/swa.tar: the weights averaged over the last K epochs, "
+        "BatchNorm statistics recomputed",
+    )
     p.add_argument(
         "--amp",
         action="store_true",
@@ -233,9 +249,14 @@ def load_eval_data(cfg: NetworkConfig, datadir: Path, split: str):
 def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
     import torch
 
-    from maskbnn.models.checkpoint import load_weights, pretrained_path, read_checkpoint
+    from maskbnn.models.checkpoint import (
+        load_weights,
+        pretrained_path,
+        read_checkpoint,
+        save_checkpoint,
+    )
     from maskbnn.models.registry import build_model
-    from maskbnn.pipeline.datasets import load_dataset
+    from maskbnn.pipeline.datasets import hold_out, load_dataset
     from maskbnn.pipeline.plots import plot_confusion, plot_training_curve
     from maskbnn.pipeline.trainer import (
         Checkpoints,
@@ -317,9 +338,22 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         hp["amp"] = True
     if args.precise_bn or saved_hp.get("precise_bn"):
         hp["precise_bn"] = True
+    for flag in ("val_faces", "swa"):  # a resumed run keeps its split and its average
+        value = getattr(args, flag)
+        value = saved_hp.get(flag) if value is None else value
+        if value is not None:
+            hp[flag] = value
+            if ckpt is not None and value != saved_hp.get(flag):
+                raise UserError(
+                    f"--resume {args.resume}: the run was started with "
+                    f"--{flag.replace('_', '-')} {saved_hp.get(flag)}; resume it with the same"
+                )
 
     train = load_dataset(cfg.dataset, datadir, "train", cfg.model.image_size)
     test = load_dataset(cfg.dataset, datadir, "test", cfg.model.image_size)
+    val = None
+    if hp.get("val_faces") is not None:
+        train, val = hold_out(train, hp["val_faces"])
     if args.limit:
         train = type(train)(train.x[: args.limit], train.y[: args.limit], train.classes)
     if len(train) < 2:
@@ -361,6 +395,12 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         method = BinaryMethod.from_dict(cfg.model.method)
         if method.uses_ede:
             hooks.insert(0, EdeAnneal(method.ede_t_min, method.ede_t_max))
+    average = None
+    if hp.get("swa") is not None:  # before the checkpoints, which save its state
+        from maskbnn.pipeline.weight_average import WeightAverage
+
+        average = WeightAverage(hp["swa"])
+        hooks.append(average)
     if not args.dry_run:
         extra = {"hparams": hp, "datadir": str(datadir), "classes": list(train.classes)}
         checkpoints = Checkpoints(run_dir / "checkpoints", cfg.name, extra)
@@ -394,7 +434,8 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         start = trainer.load_state(ckpt)
         log(f"resuming {cfg.name} at epoch {start} of {hp['epochs']} from {args.resume}")
     else:
-        log(f"training {cfg.name} on {datadir}: {len(train)} train, {len(test)} test images")
+        held = f", {len(val)} validation (--val-faces)" if val is not None else ""
+        log(f"training {cfg.name} on {datadir}: {len(train)} train{held}, {len(test)} test images")
     log(f"command: {command}")
     log(f"hyper-parameters: {json.dumps(hp)}; torch threads {torch.get_num_threads()}")
     if start > hp["epochs"] and hp.get("precise_bn") and not saved_hp.get("precise_bn"):
@@ -406,7 +447,8 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
     elif start > hp["epochs"]:
         log(f"nothing to do: the checkpoint already finished epoch {start - 1}")
     t0 = time.perf_counter()
-    result = trainer.fit(train, test, hp["epochs"], start_epoch=start)
+    # With --val-faces the test split is not looked at until the weights are final.
+    result = trainer.fit(train, test if val is None else val, hp["epochs"], start_epoch=start)
     final = trainer.evaluate(test, desc="final eval")
     metrics = {
         "network": cfg.name,
@@ -423,7 +465,36 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         "test": final,  # the last epoch's weights on the test split
         "history": trainer.history,
     }
+    if val is not None:
+        metrics["val"] = trainer.evaluate(val, desc="final val")
+        log(f"final (last epoch) val top1 {metrics['val']['top1']:.2f}% of {len(val)} images")
     log(f"final (last epoch) test top1 {final['top1']:.2f}% of {final['n']} images")
+    if average is not None:
+        swa = average.finish(trainer, to_tensors(train)[0])
+        if swa is None:
+            log(f"--swa {hp['swa']}: no epoch was averaged (the run trained none)")
+        else:
+            metrics["swa"] = {"epochs_averaged": average.count}
+            for name, data in (("val", val), ("test", test)):
+                if data is not None:
+                    m = trainer.evaluate_other(swa, data, desc=f"swa {name}")
+                    metrics["swa"][name] = m
+                    log(
+                        f"swa (mean of the last {average.count} epochs) {name} top1 "
+                        f"{m['top1']:.2f}% of {m['n']} images"
+                    )
+            if not args.dry_run:
+                save_checkpoint(
+                    run_dir / "checkpoints" / "swa.tar",
+                    {
+                        "state_dict": swa.state_dict(),
+                        "network": cfg.name,
+                        "epoch": hp["epochs"],
+                        "swa_epochs": average.count,
+                        "hparams": hp,
+                        "classes": list(train.classes),
+                    },
+                )
     if not args.dry_run:
         _write_json(run_dir / "metrics.json", metrics)
         if args.metrics_json:

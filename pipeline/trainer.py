@@ -104,6 +104,12 @@ class Hook:
 
     def on_fit_end(self, trainer: Trainer, result: dict) -> None: ...
 
+    def state_dict(self) -> dict | None:
+        """What the hook needs to continue after --resume (saved in every checkpoint)."""
+        return None
+
+    def load_state_dict(self, trainer: Trainer, state: dict) -> None: ...
+
 
 class ClipWeights(Hook):
     """Upstream clips latent weights to [-1, 1] after every optimizer step (keeps sign flips cheap)."""
@@ -136,6 +142,11 @@ class Checkpoints(Hook):
             "network": self.network,
             "rng": trainer.rng_state(),
             "history": list(trainer.history),
+            "hook_state": {
+                type(h).__name__: state
+                for h in trainer.hooks
+                if (state := h.state_dict()) is not None
+            },
             **self.extra,
         }
 
@@ -216,6 +227,10 @@ class Trainer:
             torch.set_rng_state(rng["torch"])
         self.best_val_acc = float(ckpt.get("best_val_acc", 0.0))
         self.history = list(ckpt.get("history", []))
+        saved = ckpt.get("hook_state") or {}
+        for h in self.hooks:
+            if type(h).__name__ in saved:
+                h.load_state_dict(self, saved[type(h).__name__])
         return int(ckpt.get("epoch", 0)) + 1
 
     # --- training ----------------------------------------------------------------------------
@@ -295,30 +310,32 @@ class Trainer:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb
 
-    def recalibrate_bn(self, x: torch.Tensor) -> int:
+    def recalibrate_bn(self, x: torch.Tensor, model: nn.Module | None = None) -> int:
         """Replace every BatchNorm's running mean/var by their exact average over one pass of the
         training set (training batches, training augmentation), instead of the exponential average
         of the last ~10 batches that training leaves behind. With 1-bit activations, each sign's
         threshold is a function of these statistics; at the end of a cosine schedule, where the LR
         (~1e-5) hardly moves the weights, test top-1 still moved by +-0.2% from one epoch to the
         next (logs in models/pretrained/). The "precise BN" of Wu & Johnson, "Rethinking 'Batch' in
-        BatchNorm" (2021). Returns the number of batches used."""
-        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        BatchNorm" (2021). `model`: another network to recalibrate (default: the one trained).
+        Returns the number of batches used."""
+        model = self.model if model is None else model
+        bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not bns:
             return 0
         momenta = [m.momentum for m in bns]
         for m in bns:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the batches below
-        self.model.train()
+        model.train()
         n = len(x)
         order = torch.randperm(n, generator=self.generator)
         starts = range(0, n - self.batch_size + 1, self.batch_size) if n >= self.batch_size else [0]
         try:
             # fast_binary probes its layers with a backward pass: no_grad only inside it
-            with fast_binary(self.model, self.fast), torch.no_grad():
+            with fast_binary(model, self.fast), torch.no_grad():
                 for s in starts:
-                    self.model(self._batch(x, order[s : s + self.batch_size]))
+                    model(self._batch(x, order[s : s + self.batch_size]))
         finally:
             for m, mom in zip(bns, momenta, strict=True):
                 m.momentum = mom
@@ -352,8 +369,13 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, data: ArrayDataset, desc: str = "eval") -> dict:
         """{"top1", "top<k>", "k", "n", "loss", "per_class", "confusion"} over every image."""
+        return self.evaluate_other(self.model, data, desc)
+
+    @torch.no_grad()
+    def evaluate_other(self, model: nn.Module, data: ArrayDataset, desc: str = "eval") -> dict:
+        """`evaluate` for another network with this trainer's classes and loss."""
         return evaluate_model(
-            self.model, data, self.classes, self.loss_fn, progress=self.progress, desc=desc
+            model, data, self.classes, self.loss_fn, progress=self.progress, desc=desc
         )
 
 
