@@ -109,6 +109,9 @@ def ship(
     torch.set_num_threads(1)
     m = evaluate_model(model, test, test.classes, progress=False)
     last = run["history"][-1]
+    # the split the run validated on each epoch: held-out train faces (--val-faces), else test
+    held_out = (run.get("hparams") or {}).get("val_faces")
+    best_key = f"best_epoch_{'val' if held_out else 'test'}_top1_for_information"
     meta = {
         "network": network,
         "file": tar.name,
@@ -133,7 +136,7 @@ def ship(
         "test_per_class": m["per_class"],
         "test_confusion": m["confusion"],
         "test_top1_selection": selection,
-        "best_epoch_test_top1_for_information": run["best_val_acc"],
+        best_key: run["best_val_acc"],
         "train_top1_last_epoch_augmented": last["train_top1"],
         "machine": f"{platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} eval thread",

@@ -186,6 +186,7 @@ def test_cli_validates_on_held_out_faces_and_writes_the_average(tmp_path: Path, 
     assert all(torch.equal(v, swa["state_dict"][k]) for k, v in shipped["state_dict"].items())
     assert meta["test_top1"] == metrics["swa"]["test"]["top1"]
     assert meta["test_top1_selection"].startswith("mean of the last 2 epochs")
+    assert meta["best_epoch_val_top1_for_information"] == metrics["best_val_acc"]
     # resuming with another split or average is refused
     ckpt = str(run / "checkpoints" / "checkpoint.tar")
     for flag, value in (("--val-faces", "0.3"), ("--swa", "1")):
