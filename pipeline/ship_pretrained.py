@@ -86,7 +86,7 @@ def ship(
         ckpt = {**ckpt, "state_dict": averaged["state_dict"]}
         selection = (
             f"mean of the last {averaged['swa_epochs']} epochs' weights (--swa), BatchNorm "
-            "statistics recomputed; chosen over the last epoch on a validation split"
+            "statistics recomputed (no selection on the test split)"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     tar = out_dir / f"{network}.tar"

@@ -344,9 +344,10 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         if value is not None:
             hp[flag] = value
             if ckpt is not None and value != saved_hp.get(flag):
+                opt, was = f"--{flag.replace('_', '-')}", saved_hp.get(flag)
+                started = "without " + opt if was is None else f"with {opt} {was}"
                 raise UserError(
-                    f"--resume {args.resume}: the run was started with "
-                    f"--{flag.replace('_', '-')} {saved_hp.get(flag)}; resume it with the same"
+                    f"--resume {args.resume}: the run was started {started}; resume it the same way"
                 )
 
     train = load_dataset(cfg.dataset, datadir, "train", cfg.model.image_size)

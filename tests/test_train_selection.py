@@ -191,4 +191,4 @@ def test_cli_validates_on_held_out_faces_and_writes_the_average(tmp_path: Path, 
     ckpt = str(run / "checkpoints" / "checkpoint.tar")
     for flag, value in (("--val-faces", "0.3"), ("--swa", "1")):
         assert main([*args[:1], "--network", "mask_1w1a_0.125", "--resume", ckpt, flag, value]) == 2
-        assert "resume it with the same" in capsys.readouterr().err
+        assert "resume it the same way" in capsys.readouterr().err
