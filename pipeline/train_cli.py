@@ -249,12 +249,7 @@ def load_eval_data(cfg: NetworkConfig, datadir: Path, split: str):
 def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
     import torch
 
-    from maskbnn.models.checkpoint import (
-        load_weights,
-        pretrained_path,
-        read_checkpoint,
-        save_checkpoint,
-    )
+    from maskbnn.models.checkpoint import load_weights, pretrained_path, read_checkpoint
     from maskbnn.models.registry import build_model
     from maskbnn.pipeline.datasets import hold_out, load_dataset
     from maskbnn.pipeline.plots import plot_confusion, plot_training_curve
@@ -471,31 +466,9 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         log(f"final (last epoch) val top1 {metrics['val']['top1']:.2f}% of {len(val)} images")
     log(f"final (last epoch) test top1 {final['top1']:.2f}% of {final['n']} images")
     if average is not None:
-        swa = average.finish(trainer, to_tensors(train)[0])
-        if swa is None:
-            log(f"--swa {hp['swa']}: no epoch was averaged (the run trained none)")
-        else:
-            metrics["swa"] = {"epochs_averaged": average.count}
-            for name, data in (("val", val), ("test", test)):
-                if data is not None:
-                    m = trainer.evaluate_other(swa, data, desc=f"swa {name}")
-                    metrics["swa"][name] = m
-                    log(
-                        f"swa (mean of the last {average.count} epochs) {name} top1 "
-                        f"{m['top1']:.2f}% of {m['n']} images"
-                    )
-            if not args.dry_run:
-                save_checkpoint(
-                    run_dir / "checkpoints" / "swa.tar",
-                    {
-                        "state_dict": swa.state_dict(),
-                        "network": cfg.name,
-                        "epoch": hp["epochs"],
-                        "swa_epochs": average.count,
-                        "hparams": hp,
-                        "classes": list(train.classes),
-                    },
-                )
+        out = None if args.dry_run else run_dir / "checkpoints" / "swa.tar"
+        splits = {"val": val, "test": test}
+        metrics["swa"] = _finish_average(average, trainer, train, splits, cfg.name, hp, out, log)
     if not args.dry_run:
         _write_json(run_dir / "metrics.json", metrics)
         if args.metrics_json:
@@ -505,6 +478,31 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         plot_confusion(final["confusion"], train.classes, run_dir / "confusion.png", cfg.name)
         log(f"run folder: {run_dir}")
     return 0
+
+
+def _finish_average(average, trainer, train, splits: dict, network: str, hp: dict, out, log):
+    """--swa: the averaged weights with their own BatchNorm, evaluated on each split given and
+    saved to `out` (None: not saved). Returns their metrics, or None if no epoch was averaged."""
+    from maskbnn.models.checkpoint import save_checkpoint
+    from maskbnn.pipeline.trainer import to_tensors
+
+    swa = average.finish(trainer, to_tensors(train)[0])
+    if swa is None:
+        log(f"--swa {hp['swa']}: no epoch was averaged (the run trained none)")
+        return None
+    result = {"epochs_averaged": average.count}
+    for name, data in splits.items():
+        if data is not None:
+            m = result[name] = trainer.evaluate_other(swa, data, desc=f"swa {name}")
+            log(
+                f"swa (mean of the last {average.count} epochs) {name} top1 "
+                f"{m['top1']:.2f}% of {m['n']} images"
+            )
+    if out is not None:
+        payload = {"state_dict": swa.state_dict(), "network": network, "epoch": hp["epochs"]}
+        payload |= {"swa_epochs": average.count, "hparams": hp, "classes": list(train.classes)}
+        save_checkpoint(out, payload)
+    return result
 
 
 def _earlier_wall(run_dir: Path, ckpt: dict | None) -> float:

@@ -4,7 +4,8 @@ of the last K epochs, with BatchNorm statistics then recomputed for that mean.
 Why: at the end of a cosine schedule the 1x CNV's top-1 still moves by +-0.2 points from one epoch to
 the next (logs in models/pretrained/), so "the last epoch" is one draw from that noise. Averaging the
 weights of the last epochs (Izmailov et al., "Averaging Weights Leads to Wider Optima and Better
-Generalization", UAI 2018) removes most of it. For a 1-bit weight the mean latent value's sign is a
+Generalization", UAI 2018) is meant to remove that noise; on the 1x CNV it did not beat the last
+epoch (models/pretrained/mask_1w1a.selection.md). For a 1-bit weight the mean latent value's sign is a
 vote of the K epochs' signs, weighted by how far from 0 each was. The running mean is
 torch.optim.swa_utils.AveragedModel; the BatchNorm pass is the trainer's exact one (recalibrate_bn:
 training batches and augmentation, like the statistics the weights were trained with) rather than

@@ -17,8 +17,9 @@ from maskbnn.models.registry import get_network
 from maskbnn.paths import SAMPLE_DIR
 from maskbnn.pipeline.datasets import ArrayDataset, hold_out, load_maskedface
 from maskbnn.pipeline.ship_pretrained import ship
-from maskbnn.pipeline.trainer import Checkpoints, Hook, Trainer, make_loss, make_optimizer
+from maskbnn.pipeline.trainer import Checkpoints, Hook, Trainer, make_optimizer, to_tensors
 from maskbnn.pipeline.weight_average import WeightAverage
+from tests.test_train import quiet_trainer, train_args
 
 
 def faces_dataset(n_faces: int, per_face: int) -> ArrayDataset:
@@ -81,20 +82,11 @@ class Snapshots(Hook):
 
 
 def small_trainer(hooks: list[Hook], seed: int = 0) -> Trainer:
+    """test_train's quiet trainer (SqrHinge, batches of 10) on a seeded mask_1w1a_0.125."""
     torch.manual_seed(seed)
     model, _ = get_network("mask_1w1a_0.125")
     opt = make_optimizer("ADAM", model.parameters(), 0.01, 0.0, 0.9)
-    return Trainer(
-        model,
-        make_loss("SqrHinge", 4),
-        opt,
-        None,
-        ("a", "b", "c", "d"),
-        batch_size=10,
-        progress=False,
-        log=str,
-        hooks=hooks,
-    )
+    return quiet_trainer(model, opt, faces_dataset(1, 1), hooks=hooks)
 
 
 def test_weight_average_is_the_mean_of_the_last_epochs_with_its_own_batchnorm():
@@ -105,7 +97,7 @@ def test_weight_average_is_the_mean_of_the_last_epochs_with_its_own_batchnorm():
     trainer.fit(data, None, epochs=4)
     assert average.count == 2
     trained = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    swa = average.finish(trainer, torch.from_numpy(data.x.transpose(0, 3, 1, 2).copy()))
+    swa = average.finish(trainer, to_tensors(data)[0])
     params = dict(swa.named_parameters())
     for k in snaps.after[4]:
         torch.testing.assert_close(params[k], (snaps.after[3][k] + snaps.after[4][k]) / 2)
@@ -154,15 +146,13 @@ def test_weight_average_survives_resume(tmp_path: Path):
 
 
 def one_run(tmp: Path, *extra: str) -> Path:
-    args = ["train", "--network", "mask_1w1a_0.125", "--datadir", str(SAMPLE_DIR)]
-    args += ["--experiments", str(tmp), "--threads", "1", "--no-progress", *extra]
-    assert main(args) == 0
-    (run,) = tmp.iterdir()
+    assert main(train_args(tmp, "mask_1w1a_0.125", *extra)) == 0
+    (run,) = (tmp / "exp").iterdir()
     return run
 
 
 def test_cli_validates_on_held_out_faces_and_writes_the_average(tmp_path: Path, capsys):
-    run = one_run(tmp_path / "exp", "--epochs", "2", "--val-faces", "0.2", "--swa", "2")
+    run = one_run(tmp_path, "--epochs", "2", "--val-faces", "0.2", "--swa", "2")
     out = capsys.readouterr().out
     metrics = json.loads((run / "metrics.json").read_text())
     n_val = metrics["val"]["n"]
@@ -190,5 +180,5 @@ def test_cli_validates_on_held_out_faces_and_writes_the_average(tmp_path: Path, 
     # resuming with another split or average is refused
     ckpt = str(run / "checkpoints" / "checkpoint.tar")
     for flag, value in (("--val-faces", "0.3"), ("--swa", "1")):
-        assert main([*args[:1], "--network", "mask_1w1a_0.125", "--resume", ckpt, flag, value]) == 2
+        assert main(train_args(tmp_path, "mask_1w1a_0.125", "--resume", ckpt, flag, value)) == 2
         assert "resume it the same way" in capsys.readouterr().err
