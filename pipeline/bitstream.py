@@ -94,15 +94,21 @@ def finn_deps_dir() -> Path:
 def find_board_files(board: str, search: Path | None = None) -> Path | None:
     """The folder holding `board`'s Vivado board files (a board.xml naming its board part),
     searched in `search` if given, else in FINN+'s dependency folder (``finn deps update``)."""
-    vendor, name = BOARD_PARTS[board].split(":")[:2]
-    roots = [Path(search)] if search else [finn_deps_dir() / "board_files"]
-    for root in roots:
-        if not root.is_dir():
+    import xml.etree.ElementTree as ET
+
+    # Vivado matches a board part id (lower case) against board.xml's vendor and name without
+    # regard to case: Digilent's PYNQ-Z1 file says name="PYNQ-Z1".
+    want = tuple(BOARD_PARTS[board].split(":")[:2])
+    root = Path(search) if search else finn_deps_dir() / "board_files"
+    if not root.is_dir():
+        return None
+    for xml in sorted(root.rglob("board.xml")):
+        try:
+            el = ET.parse(xml).getroot()
+        except ET.ParseError:
             continue
-        for xml in sorted(root.rglob("board.xml")):
-            text = xml.read_text(errors="replace")
-            if f'vendor="{vendor}"' in text and f'name="{name}"' in text:
-                return xml.parent
+        if (el.get("vendor", "").lower(), el.get("name", "").lower()) == want:
+            return xml.parent
     return None
 
 

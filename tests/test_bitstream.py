@@ -95,19 +95,36 @@ def test_manifest_is_complete_and_hashes_verify(offline_run, built_025):
     assert B.check_manifest(out) == ["settings.json: sha256 differs"]
 
 
-def test_pynq_z2_board_files_absent_or_found(tmp_path: Path):
-    note = B.board_files_problem("Pynq-Z2", tmp_path)
-    assert note is not None and "tul.com.tw:pynq-z2:part0:1.0" in note and "--board-files" in note
-    # a folder holding Vivado's board.xml for the board part is recognised
-    board = tmp_path / "pynq-z2" / "A.0"
-    board.mkdir(parents=True)
-    (board / "board.xml").write_text(
-        '<board schema_version="2.1" vendor="tul.com.tw" name="pynq-z2" display_name="PYNQ-Z2">'
-        "</board>"
+# board.xml as the vendors ship them: Digilent spells the board element's name in capitals while
+# Vivado's board part id is lower case; each board sits in <board>/<revision>/board.xml.
+BOARD_XML = {
+    "Pynq-Z1": ("pynq-z1", "A.0", 'vendor="www.digilentinc.com" name="PYNQ-Z1" '
+                'display_name="PYNQ-Z1"'),
+    "Pynq-Z2": ("pynq-z2", "A.0", 'vendor="tul.com.tw" name="pynq-z2" display_name="PYNQ-Z2"'),
+}  # fmt: skip
+
+
+def write_board_files(root: Path, board: str) -> Path:
+    folder, revision, attrs = BOARD_XML[board]
+    where = root / folder / revision
+    where.mkdir(parents=True)
+    (where / "board.xml").write_text(
+        f'<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n'
+        f'<board schema_version="2.1" {attrs} url="https://example.invalid" '
+        f'preset_file="preset.xml">\n  <file_version>1.1</file_version>\n</board>\n'
     )
-    assert B.find_board_files("Pynq-Z2", tmp_path) == board
-    assert B.board_files_problem("Pynq-Z2", tmp_path) is None
-    assert B.find_board_files("Pynq-Z1", tmp_path) is None
+    return where
+
+
+@pytest.mark.parametrize("board", sorted(BOARD_XML))
+def test_board_files_found_as_vivado_matches_them(tmp_path: Path, board: str):
+    note = B.board_files_problem(board, tmp_path)
+    assert note is not None and B.BOARD_PARTS[board] in note and "--board-files" in note
+    where = write_board_files(tmp_path, board)
+    assert B.find_board_files(board, tmp_path) == where
+    assert B.board_files_problem(board, tmp_path) is None
+    other = next(b for b in BOARD_XML if b != board)
+    assert B.find_board_files(other, tmp_path) is None
 
 
 def test_unverified_build_is_refused(tmp_path: Path):
