@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 
@@ -55,6 +56,10 @@ def _build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | No
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("XILINX_VIVADO"):  # before anything runs: it may restart the process
+        from maskbnn.pipeline.finn_env import ensure_xilinx_libraries
+
+        ensure_xilinx_libraries()
     parser, module = _build_parser(argv)
     args = parser.parse_args(argv)
     if module is None:

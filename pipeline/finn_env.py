@@ -104,6 +104,20 @@ def _speed_up_qonnx_sanitize() -> None:
     onnx_exec.sanitize_quant_values = sanitize_quant_values
 
 
+def ensure_xilinx_libraries() -> None:
+    """What FINN+'s own command-line entry does before any step: prepend the Xilinx library
+    folders (``$XILINX_VIVADO/lib/lnx64.o``, Vitis HLS's fpo library) to LD_LIBRARY_PATH. The
+    node simulators dlopen the simulator kernel by bare file name and the loader reads the path
+    only at process start, so FINN+'s function restarts the process once when it changed. Call
+    it first thing in a process (the CLI does), never after work was done. No-op without Vivado.
+    """
+    if not os.environ.get("XILINX_VIVADO"):
+        return
+    from finn.interface.run_finn import ensure_ld_library_path
+
+    ensure_ld_library_path()
+
+
 def tool_available(tool: str) -> bool:
     exe, env_vars = TOOLS[tool]
     return shutil.which(exe) is not None and any(os.environ.get(v) for v in env_vars)

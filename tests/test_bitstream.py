@@ -132,3 +132,26 @@ def test_unverified_build_is_refused(tmp_path: Path):
 
     with pytest.raises(UserError, match="make build"):
         B.verified_build(NET, BOARD, tmp_path)
+
+
+def test_xilinx_libraries_are_on_the_loader_path_from_process_start(tmp_path: Path):
+    """As FINN+'s own entry point: $XILINX_VIVADO/lib/lnx64.o (where the node simulators dlopen
+    the simulator kernel from, by bare name) is on LD_LIBRARY_PATH of the process itself, which
+    the loader reads only at start, so the process restarts once with it."""
+    import os
+    import subprocess
+    import sys
+
+    vivado = tmp_path / "Vivado" / "2024.2"
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "from maskbnn.pipeline.finn_env import ensure_xilinx_libraries\n"
+        "ensure_xilinx_libraries()\n"
+        "env = open('/proc/self/environ', 'rb').read().split(b'\\0')\n"
+        "print([e.decode() for e in env if e.startswith(b'LD_LIBRARY_PATH=')])\n"
+    )
+    env = {**os.environ, "XILINX_VIVADO": str(vivado), "LD_LIBRARY_PATH": "/keep"}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    paths = out.stdout.strip().split("=", 1)[1].rstrip("']").split(os.pathsep)
+    assert f"{vivado}/lib/lnx64.o" in paths and paths[-1] == "/keep"
