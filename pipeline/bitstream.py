@@ -179,10 +179,32 @@ def finn_scratch(folder: Path) -> Iterator[Path]:
             os.environ["FINN_BUILD_DIR"] = env_before
 
 
+def fifo_sizing() -> dict[str, str]:
+    """FINN's FIFO sizing for this machine, chosen here and recorded in the manifest.
+
+    FINN's default sizing simulates the stitched design through its XSI bridge, which loads
+    Vivado's simulator library (``$XILINX_VIVADO/lib/lnx64.o/libxv_simulator_kernel.so``) and is
+    compiled with CMake against Boost (installed by the Dockerfile). With that library present we
+    use it. Without it (a Vivado install lacking the simulator, or CI's tool doubles) we keep
+    FINN's minimal FIFOs (depth 2, no simulation): our CNVs are straight chains with no forks, so
+    shallow FIFOs can cost throughput but cannot deadlock; the board's throughput command measures
+    what is reached."""
+    from finn.builder.build_dataflow_config import AutoFIFOSizingMethod as M
+
+    kernel = Path(os.environ.get("XILINX_VIVADO", "/nonexistent")) / "lib" / "lnx64.o"
+    if (kernel / "libxv_simulator_kernel.so").is_file():
+        return {"strategy": M.DISTRIBUTED_SIMULATION.value,
+                "why": "Vivado's simulator library found: FINN's simulation-based sizing"}  # fmt: skip
+    return {"strategy": M.FORCE_MINIMAL_FIFOS.value,
+            "why": "no Vivado simulator library (lib/lnx64.o/libxv_simulator_kernel.so): "
+                   "minimal FIFOs, not simulated"}  # fmt: skip
+
+
 def hardware_config(net: str, board: str, out: Path):
     """FINN's DataflowBuildConfig for the hardware steps: the build's own config plus the
-    products of a Zynq bitfile build."""
-    from finn.builder.build_dataflow_config import DataflowOutputType
+    products of a Zynq bitfile build. FINN's deployment package is not asked for: `make
+    deploy` assembles ours from the release folder."""
+    from finn.builder.build_dataflow_config import AutoFIFOSizingMethod, DataflowOutputType
 
     from maskbnn.pipeline.build import finn_config
 
@@ -192,8 +214,9 @@ def hardware_config(net: str, board: str, out: Path):
         DataflowOutputType.STITCHED_IP,
         DataflowOutputType.BITFILE,
         DataflowOutputType.PYNQ_DRIVER,
-        DataflowOutputType.DEPLOYMENT_PACKAGE,
     ]
+    cfg.auto_fifo_depths = True
+    cfg.auto_fifo_strategy = AutoFIFOSizingMethod(fifo_sizing()["strategy"])
     cfg.verify_steps = []
     cfg.save_intermediate_models = True
     return cfg
@@ -249,9 +272,12 @@ def run_hardware_steps(hw_model: Path, cfg, out: Path, tools: dict[str, bool]) -
             step("hw_ipgen", S.step_hw_ipgen)
             step("set_fifo_depths", S.step_set_fifo_depths)
             step("create_stitched_ip", S.step_create_stitched_ip)
+            # the dataflow graph as stitched; ZynqBuild returns a graph of partitions around it
+            dataflow = model
             step("prepare_synthesis", S.step_prepare_synthesis)
             step("synthesize_bitfile", S.step_synthesize_bitfile)
             step("make_driver", S.step_make_driver)
+            model = dataflow
         else:
             # hw_ipgen and FIFO sizing cannot run: insert the DWCs and FIFOs as FINN would and
             # generate their RTL, so every layer of the final graph has its sources here
@@ -426,10 +452,18 @@ def codegen_model(net: str, board: str, build: Path) -> Path:
     return path
 
 
+# everything a previous run of the hardware steps leaves in build/<net>/<board>/bitstream/
+RUN_OUTPUTS = ("finn", "intermediate_models", "bitfile", "driver", "report", "stitched_ip")
+
+
 def generate_sources(net: str, board: str, build: Path, tools: dict[str, bool]) -> tuple:
+    """Run the hardware steps from a clean slate (no bitfile, driver or report of an earlier
+    run survives to be mistaken for this one's); returns (dataflow graph, steps, times,
+    sources). The graph saved as hw_codegen.onnx is the stitched dataflow graph, not the
+    partition graph ZynqBuild returns."""
     out = build / "bitstream"
-    shutil.rmtree(out / "finn", ignore_errors=True)
-    shutil.rmtree(out / "intermediate_models", ignore_errors=True)
+    for name in RUN_OUTPUTS:
+        shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     cfg = hardware_config(net, board, out)
     model, done, times = run_hardware_steps(build / "hw_model.onnx", cfg, out, tools)

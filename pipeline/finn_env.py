@@ -43,6 +43,14 @@ def finn_package_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def simulator_headers() -> Path | None:
+    """Vivado's xsim headers, which FINN+ compiles its simulator bridge (finn_xsi) against;
+    None without a Vivado that has its simulator."""
+    root = os.environ.get("XILINX_VIVADO")
+    include = Path(root) / "data" / "xsim" / "include" if root else None
+    return include if include is not None and include.is_dir() else None
+
+
 def configure() -> Path:
     """Set FINN's environment variables (idempotent); returns FINN's build folder."""
     FINN_HOME.mkdir(parents=True, exist_ok=True)
@@ -52,11 +60,12 @@ def configure() -> Path:
     os.environ.setdefault("FINN_SETTINGS", str(FINN_HOME / "settings.yaml"))
     os.environ.setdefault("FINN_CUSTOM_HLS", str(pkg / "custom_hls"))
     os.environ.setdefault("FINN_RTLLIB", str(pkg / "finn-rtllib"))
-    if not os.environ.get("XILINX_VIVADO"):
+    if not simulator_headers():
         import finn.xsi
 
         # Only a type annotation in build_dataflow_steps uses SimEngine; binding the name stops
-        # finn.xsi's lazy loader from demanding Vivado at import time.
+        # finn.xsi's lazy loader from demanding Vivado (and trying to compile its simulator
+        # bridge against Vivado's xsim headers) at import time.
         if "SimEngine" not in vars(finn.xsi):
             finn.xsi.SimEngine = object
     _speed_up_qonnx_sanitize()
