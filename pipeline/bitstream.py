@@ -42,7 +42,15 @@ from maskbnn.config import BOARDS, load_network_config
 from maskbnn.errors import MissingToolError, UserError
 from maskbnn.paths import REPO_ROOT
 from maskbnn.pipeline import finn_env
+from maskbnn.pipeline.atomic import staged_folder
 from maskbnn.pipeline.export import rel
+from maskbnn.pipeline.synthesis_report import (
+    next_slower_folding,
+    placement_failure,
+    post_synthesis_markdown,
+    timing_slack,
+    versus_estimate,
+)
 from maskbnn_board.deployment import sha256_of
 
 BITSTREAMS_DIR = REPO_ROOT / "bitstreams"
@@ -241,7 +249,7 @@ def insert_minimal_fifos(model, cfg):
     return model.transform(GiveReadableTensorNames())
 
 
-def run_hardware_steps(hw_model: Path, cfg, out: Path, tools: dict[str, bool]) -> tuple:
+def run_hardware_steps(net: str, hw_model: Path, cfg, out: Path, tools: dict[str, bool]) -> tuple:
     """Run FINN's hardware steps as far as the tools allow. Returns (model, steps run, times)."""
     import finn.builder.build_dataflow_steps as S
     from qonnx.core.modelwrapper import ModelWrapper
@@ -260,6 +268,10 @@ def run_hardware_steps(hw_model: Path, cfg, out: Path, tools: dict[str, bool]) -
         except (UserError, MissingToolError):
             raise
         except Exception as err:
+            placement = placement_error(out, net, cfg.board) if name == (
+                "synthesize_bitfile") else None  # fmt: skip
+            if placement is not None:
+                raise placement from err
             raise RuntimeError(f"FINN step {name} failed: {err}") from err
         model.save(str(inter / f"{name}.onnx"))
         times[name] = round(time.perf_counter() - t0, 2)
@@ -374,18 +386,6 @@ def write_golden(net: str, build: Path, dest: Path, n: int, checkpoint: Path | N
 # --- manifest ----------------------------------------------------------------------------------
 
 
-def post_synthesis(report_dir: Path) -> dict | None:
-    res = report_dir / "post_synth_resources.json"
-    timing = report_dir / "post_route_timing.rpt"
-    if not res.is_file():
-        return None
-    out: dict = {"resources": json.loads(res.read_text())}
-    if timing.is_file():
-        m = re.search(r"WNS\(ns\).*?\n.*?\n\s*(-?\d+\.\d+)", timing.read_text())
-        out["wns_ns"] = float(m.group(1)) if m else None
-    return out
-
-
 def file_entries(folder: Path) -> dict[str, dict]:
     return {
         str(p.relative_to(folder)): {"sha256": sha256_of(p), "bytes": p.stat().st_size}
@@ -466,7 +466,7 @@ def generate_sources(net: str, board: str, build: Path, tools: dict[str, bool]) 
         shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     cfg = hardware_config(net, board, out)
-    model, done, times = run_hardware_steps(build / "hw_model.onnx", cfg, out, tools)
+    model, done, times = run_hardware_steps(net, build / "hw_model.onnx", cfg, out, tools)
     model.save(str(out / "hw_codegen.onnx"))
     sources = sources_report(model)
     (out / "sources.json").write_text(json.dumps(sources, indent=2) + "\n")
@@ -482,9 +482,10 @@ def run_bitstream(
     release: Path | None = None,
 ) -> dict:
     """The whole hardware flow; returns the manifest. Raises MissingToolError (after writing
-    everything that could be made) when Vivado or Vitis HLS is absent."""
+    everything that could be made) when Vivado or Vitis HLS is absent, UserError when the
+    design misses timing or does not fit; the release folder is replaced only by a whole,
+    passing release."""
     from maskbnn.pipeline.build import build_dir
-    from maskbnn.pipeline.deploy import settings_from_finn_driver, settings_from_hw_model
 
     t_all = time.perf_counter()
     cfg = load_network_config(net)
@@ -503,13 +504,94 @@ def run_bitstream(
 
     model, done, times, sources = generate_sources(net, board, build, tools)
     out = build / "bitstream"
-    dest = (Path(release) if release else bitstream_dir(net, board)) if complete else out
-    if complete:
-        shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True, exist_ok=True)
-    for stale in ("accelerator.bit", "accelerator.hwh", "settings.json", "manifest.json"):
-        (dest / stale).unlink(missing_ok=True)
+    estimates = json.loads((build / summary["estimates"]["json"]).read_text())
+    dest = Path(release) if release else bitstream_dir(net, board)
+    synthesis = check_synthesis(net, board, build, cfg.build.clock_ns, estimates, dest) if (
+        complete) else None  # fmt: skip
+    ctx = {"net": net, "board": board, "build": build, "summary": summary, "cfg": cfg,
+           "checkpoint": checkpoint, "model": model, "done": done, "times": times,
+           "sources": sources, "tools": tools, "board_note": board_note, "estimates": estimates,
+           "verification": verification, "synthesis": synthesis, "t0": t_all}  # fmt: skip
+    if not complete:
+        for stale in ("accelerator.bit", "accelerator.hwh", "settings.json", "manifest.json"):
+            (out / stale).unlink(missing_ok=True)
+        fill_release(out, ctx)
+        missing = [t for t, ok in tools.items() if not ok]
+        raise MissingToolError(missing_tools_message(net, board, missing, board_note, out))
+    with staged_folder(dest) as tmp:
+        manifest = fill_release(tmp, ctx)
+    return manifest
 
+
+def check_synthesis(
+    net: str, board: str, build: Path, clock_ns: float, estimates: dict, dest: Path
+) -> dict:
+    """Post-synthesis figures of a finished bitfile build, or UserError when it misses timing
+    (worst negative slack, clock, the next slower folding to try)."""
+    out = build / "bitstream"
+    report = out / "report" / "post_route_timing.rpt"
+    wns = timing_slack(report)
+    if wns is None:
+        raise RuntimeError(f"synthesize_bitfile ran but {rel(report)} has no timing summary")
+    if wns < 0:
+        cycles = int(estimates.get("total", {}).get("max_cycles", 0))
+        nxt = next_slower_folding(net, board, build, cycles, clock_ns,
+                                  out / "next_slower_folding.json")  # fmt: skip
+        hint = (
+            f"the next slower folding the folding optimizer offers runs at {nxt['fps']:,.0f} FPS "
+            f"estimated ({nxt['max_cycles']:,} cycles per image, bottleneck {nxt['bottleneck']}), "
+            f"written to {rel(Path(nxt['file']))}: copy it to build_configs/folding/ and name it "
+            f"in build_configs/{net}.yaml (build.folding), or lengthen build.clock_ns"
+            if nxt
+            else "the folding optimizer has no slower folding: lengthen build.clock_ns"
+        )
+        raise UserError(
+            f"{net} on {board} misses timing: worst negative slack {wns:.3f} ns at "
+            f"{1000 / clock_ns:.0f} MHz (clock period {clock_ns} ns; {rel(report)}); {hint}. "
+            f"Nothing was released to {rel(dest)}"
+        )
+    res = json.loads((out / "report" / "post_synth_resources.json").read_text())
+    top = res.get("(top)", {})
+    return {"resources": res, "wns_ns": wns, "timing_met": True,
+            "vs_estimate": versus_estimate(estimates.get("total", {}), top),
+            "report": "post_synthesis.md"}  # fmt: skip
+
+
+def placement_error(out: Path, net: str, board: str) -> UserError | None:
+    """The resource over capacity when Vivado's placer failed (FINN+ only says no bitfile)."""
+    fail = placement_failure(out / "finn")
+    if fail is None:
+        return None
+    return UserError(
+        f"{net} on {board} does not fit the {BOARDS[board]}: Vivado's placer needs "
+        f"{fail['required']:,} {fail['vivado_site']} ({fail['resource']}) where the device has "
+        f"{fail['available']:,}, {fail['over_by']:,} over capacity "
+        f"({100 * fail['over_by'] / fail['available']:.1f}% more). Fold further (`make fold "
+        f"NET={net} BOARD={board}`) or choose a smaller network. Nothing was released"
+    )
+
+
+def tool_reports() -> dict[str, str | None]:
+    """What each tool on PATH says it is (`-version`, first two lines)."""
+    out: dict[str, str | None] = {}
+    for tool in TOOL_ENV:
+        exe = shutil.which(tool)
+        if exe is None:
+            out[tool] = None
+            continue
+        proc = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=120)
+        out[tool] = " | ".join(proc.stdout.strip().splitlines()[:2]) or None
+    return out
+
+
+def fill_release(dest: Path, c: dict) -> dict:
+    """Write a release (or, without the tools, the incomplete outputs) into `dest`."""
+    from maskbnn.pipeline.deploy import settings_from_finn_driver, settings_from_hw_model
+
+    build, summary, cfg, net, board = c["build"], c["summary"], c["cfg"], c["net"], c["board"]
+    out = build / "bitstream"
+    complete = c["synthesis"] is not None
+    dest.mkdir(parents=True, exist_ok=True)
     artifacts: dict = {"bitstream": None, "hwh": None}
     clock_mhz = round(1000.0 / cfg.build.clock_ns, 3)
     if complete:
@@ -518,18 +600,24 @@ def run_bitstream(
             raise RuntimeError(f"synthesize_bitfile ran but {rel(bit)} / {rel(hwh)} are missing")
         shutil.copyfile(bit, dest / "accelerator.bit")
         shutil.copyfile(hwh, dest / "accelerator.hwh")
-        artifacts = {"bitstream": "accelerator.bit", "hwh": "accelerator.hwh"}
+        shutil.copytree(out / "report", dest / "report")
+        artifacts = {"bitstream": "accelerator.bit", "hwh": "accelerator.hwh", "reports": "report/"}
         settings = settings_from_finn_driver(out / "driver" / "settings.json", clock_mhz)
         settings_source = "FINN+ make_driver"
     else:
         settings = settings_from_hw_model(build / summary["hw_model"], clock_mhz)
         settings_source = "hardware graph (FINN+ make_driver needs the bitfile)"
     (dest / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-    golden = write_golden(net, build, dest / "golden", GOLDEN_IMAGES, checkpoint)
+    golden = write_golden(net, build, dest / "golden", GOLDEN_IMAGES, c["checkpoint"])
+    tools, versions = c["tools"], tool_reports() if complete else {}
+    if complete:
+        (dest / "post_synthesis.md").write_text(post_synthesis_markdown(
+            net, board, c["synthesis"]["vs_estimate"], c["synthesis"]["wns_ns"],
+            cfg.build.clock_ns, versions.get("vivado")))  # fmt: skip
 
     exported = REPO_ROOT / summary["input"]
-    estimates = json.loads((build / summary["estimates"]["json"]).read_text())
-    rtlsim = build / "rtlsim" / "rtlsim.json"
+    hw_model = build / summary["hw_model"]
+    verification = c["verification"]
     missing = [t for t, ok in tools.items() if not ok]
     meta = {
         "network": net,
@@ -538,48 +626,45 @@ def run_bitstream(
         "fpga_part": BOARDS[board],
         "clock_ns": cfg.build.clock_ns,
         "status": "complete" if complete else f"incomplete: {', '.join(missing)} missing",
-        "steps_run": done,
-        "step_seconds": times,
+        "steps_run": c["done"],
+        "step_seconds": c["times"],
         "artifacts": {**artifacts, "settings": "settings.json", "settings_source": settings_source},
         "exported_model": {"path": rel(exported), "sha256": sha256_of(exported)},
-        "hw_model": {
-            "path": rel(build / summary["hw_model"]),
-            "sha256": sha256_of(build / summary["hw_model"]),
-        },  # fmt: skip
+        # the hardware graph (folding included) the bitfile was built from; deploy checks it
+        "hw_model": {"path": rel(hw_model), "sha256": sha256_of(hw_model)},
         "folding": {
             "file": cfg.build.folding,
             "target_fps": cfg.build.target_fps,
-            "applied": applied_folding(model),
+            "applied": applied_folding(c["model"]),
         },  # fmt: skip
+        "fifo_sizing": fifo_sizing() if complete else "not run (needs the tools)",
         "tools": {
             "finn_plus": dist_version("finn-plus"),
             "qonnx": dist_version("qonnx"),
             "brevitas": dist_version("brevitas"),
             "vivado": vivado_version(),
+            "reported": versions,
             "available": tools,
         },  # fmt: skip
-        "board_files": board_note or "found",
-        "estimates": estimates.get("total", estimates),
-        "post_synthesis": post_synthesis(out / "report"),
+        "board_files": c["board_note"] or "found",
+        "estimates": c["estimates"].get("total", c["estimates"]),
+        "post_synthesis": c["synthesis"],
         "verification": {
             "passed": verification.get("passed"),
             "images": verification.get("images"),
             "stages": len(verification.get("stages", [])),
             "report": rel(build / "verification.json"),
         },
-        "rtlsim_verilator": _rtlsim_summary(rtlsim),
+        "rtlsim_verilator": _rtlsim_summary(build / "rtlsim" / "rtlsim.json"),
         "sources": {
-            "hls_layers": sources["hls"],
-            "rtl_layers": sources["rtl"],
+            "hls_layers": c["sources"]["hls"],
+            "rtl_layers": c["sources"]["rtl"],
             "listing": rel(out / "sources.json"),
         },  # fmt: skip
         "golden": golden,
-        "seconds": round(time.perf_counter() - t_all, 1),
+        "seconds": round(time.perf_counter() - c["t0"], 1),
     }
-    manifest = write_manifest(dest, meta)
-    if not complete:
-        raise MissingToolError(missing_tools_message(net, board, missing, board_note, dest))
-    return manifest
+    return write_manifest(dest, meta)
 
 
 def _rtlsim_summary(path: Path) -> dict | None:

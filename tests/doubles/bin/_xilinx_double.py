@@ -46,7 +46,9 @@ def write(path: Path, text: str) -> None:
 
 def component_xml(vendor: str, library: str, name: str, files: list[str]) -> str:
     """A minimal IP-XACT component description, as Vivado's IP packager writes."""
-    refs = "".join(f"      <spirit:file><spirit:name>{f}</spirit:name></spirit:file>\n" for f in files)
+    refs = "".join(
+        f"      <spirit:file><spirit:name>{f}</spirit:name></spirit:file>\n" for f in files
+    )
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<spirit:component xmlns:spirit="http://www.spiritconsortium.org/XMLSchema/SPIRIT/1685-2009">\n'
