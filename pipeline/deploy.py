@@ -31,8 +31,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from maskbnn.config import load_network_config
 from maskbnn.errors import UserError, VerificationError
 from maskbnn.paths import BUILD_DIR, REPO_ROOT, SAMPLE_DIR
+from maskbnn.pipeline.atomic import staged_file, staged_folder
 from maskbnn.pipeline.maskedface import (
     CLASSES,
     IMAGE_EXTENSIONS,
@@ -354,6 +356,36 @@ def write_golden(
     return files, checks
 
 
+def release_artifacts(
+    release: Path, hw_model: Path, net: str, board: str
+) -> tuple[Path, Path, float] | None:
+    """(bitfile, FINN driver settings, clock MHz) of the release `make bitstream` wrote, None
+    when there is none. A release of another hardware graph (another folding included) or a
+    damaged one is refused: its bitfile does not implement this build."""
+    from maskbnn.pipeline.bitstream import check_manifest
+
+    manifest_path = Path(release) / "manifest.json"
+    if not manifest_path.is_file():
+        return None
+    m = json.loads(manifest_path.read_text())
+    where = Path(release)
+    if m.get("status") != "complete":
+        raise UserError(f"{where} is not complete ({m.get('status')}): run `make bitstream "
+                        f"NET={net} BOARD={board}`")  # fmt: skip
+    have, want = m.get("hw_model", {}).get("sha256", ""), sha256_of(hw_model)
+    if have != want:
+        raise UserError(
+            f"the bitfile in {where} was built from another hardware graph (sha256 "
+            f"{have[:12]}) than this build's {Path(hw_model).name} ({want[:12]}; another "
+            f"folding or network): run `make bitstream NET={net} BOARD={board}` again"
+        )
+    problems = check_manifest(where)
+    if problems:
+        raise UserError(f"{where} does not match its manifest: {'; '.join(problems)}")
+    art = m["artifacts"]
+    return where / art["bitstream"], where / art["settings"], round(1000.0 / m["clock_ns"], 3)
+
+
 def verification_check(
     verification: Path | None, hw_model: Path | None, net: str, board: str
 ) -> dict:
@@ -389,12 +421,13 @@ def deploy(
     bitstream: Path | None = None,
     images: Path = SAMPLE_DIR,
     n_samples: int = 16,
-    clock_mhz: float = 100.0,
+    clock_mhz: float | None = None,
     checkpoint: Path | None = None,
     verification: Path | None = None,
     weights_hash: str | None = None,
 ) -> dict:
-    """Assemble the deployment folder and archive; returns the manifest."""
+    """Assemble the deployment folder and archive, each replacing the previous one only when
+    whole; returns the manifest. The clock defaults to the network config's."""
     t0 = time.perf_counter()
     images = Path(images)
     if board not in BOARDS:
@@ -405,8 +438,26 @@ def deploy(
             "first (it writes the program the emulation backend and the golden vectors use)"
         )
     name = f"{net}_{board}"
-    out = Path(out_root) / name
-    shutil.rmtree(out, ignore_errors=True)
+    final = Path(out_root) / name
+    if clock_mhz is None:
+        clock_mhz = round(1000.0 / load_network_config(net).build.clock_ns, 3)
+    with staged_folder(final) as out:
+        manifest = _assemble(out, net, board, program, hw_model, finn_settings, bitstream,
+                             images, n_samples, clock_mhz, checkpoint, verification,
+                             weights_hash)  # fmt: skip
+    archive = final.parent / f"{name}.tar.gz"
+    with staged_file(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:
+        tar.add(final, arcname=name)
+    manifest["archive"] = str(archive)
+    manifest["seconds"] = round(time.perf_counter() - t0, 2)
+    return manifest
+
+
+def _assemble(out: Path, net: str, board: str, program: Path, hw_model: Path | None,
+              finn_settings: Path | None, bitstream: Path | None, images: Path,
+              n_samples: int, clock_mhz: float, checkpoint: Path | None,
+              verification: Path | None, weights_hash: str | None) -> dict:  # fmt: skip
+    """The package folder's contents, written into `out`; returns the deploy manifest."""
     dep = out / "deploy"
     (dep / "golden").mkdir(parents=True)
 
@@ -479,11 +530,6 @@ def deploy(
             clock=clock_mhz,
         )
     )
-    archive = out.parent / f"{name}.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(out, arcname=name)
-    manifest["archive"] = str(archive)
-    manifest["seconds"] = round(time.perf_counter() - t0, 2)
     return manifest
 
 
@@ -499,11 +545,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "in the build dir)")  # fmt: skip
     p.add_argument("--hw-model", type=Path, help="folded hardware-graph ONNX for the settings")
     p.add_argument("--finn-settings", type=Path, help="settings.json of FINN's make_driver step")
-    p.add_argument("--bitstream", type=Path, help=".bit with its .hwh beside it (default: "
-                   "searched in the build dir; none is fine)")  # fmt: skip
+    p.add_argument("--release", type=Path, help="`make bitstream`'s release folder: its "
+                   "bitfile, FINN driver settings and clock when built from this build's graph "
+                   "(default bitstreams/<net>/<board>; none is fine)")  # fmt: skip
     p.add_argument("--images", type=Path, default=SAMPLE_DIR, help="images for golden vectors")
     p.add_argument("--samples", type=int, default=16, help="sample images to ship (default 16)")
-    p.add_argument("--clock-mhz", type=float, default=100.0)
+    p.add_argument("--clock-mhz", type=float, help="default: the release's, else the config's")
     p.add_argument("--checkpoint", type=Path, help="weights for the Brevitas cross-check "
                    "(default: the shipped pretrained weights)")  # fmt: skip
     p.add_argument("--out", type=Path, default=BUILD_DIR / "deploy")
@@ -517,23 +564,29 @@ def run(args: argparse.Namespace) -> int:
             f"no hardware graph at {hw_model}: run `make build NET={args.net} BOARD={args.board}` "
             "(and `make verify`) first"
         )
+    from maskbnn.pipeline.bitstream import bitstream_dir
+
+    release = args.release or bitstream_dir(args.net, args.board)
+    found = (
+        release_artifacts(release, hw_model, args.net, args.board) if hw_model.is_file() else None
+    )
+    bitstream, finn_settings, clock = found if found else (None, args.finn_settings, None)
     program = args.program or build / "program.npz"
     if not program.is_file() and hw_model.is_file():
         from maskbnn.pipeline.hwgraph import export_program
 
         export_program(hw_model, program)
-    bitstream = args.bitstream or find_one(build, ("*.bit",))
     manifest = deploy(
         args.net,
         args.board,
         args.out,
         program,
-        hw_model=hw_model if args.finn_settings is None else None,
-        finn_settings=args.finn_settings,
+        hw_model=hw_model if hw_model.is_file() else None,
+        finn_settings=finn_settings,
         bitstream=bitstream,
         images=args.images,
         n_samples=args.samples,
-        clock_mhz=args.clock_mhz,
+        clock_mhz=args.clock_mhz or clock,
         checkpoint=args.checkpoint,
         verification=find_one(build, ("verification*.json", "verify*.json")),
         weights_hash=build_weights_hash(build),
