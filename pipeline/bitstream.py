@@ -124,14 +124,31 @@ def board_files_problem(board: str, board_files: Path | None) -> str | None:
     """None when the board files Vivado needs are found, else what is missing and where we
     looked. Pynq-Z1's come with FINN+'s dependencies; Pynq-Z2's often do not (their download
     is a TUL site FINN+ fetches from a CDN)."""
+    from maskbnn.pipeline import finn_deps
+
     if find_board_files(board, board_files) is not None:
         return None
     where = board_files if board_files else finn_deps_dir() / "board_files"
     return (
         f"the {board} board files (Vivado board part {BOARD_PARTS[board]}) are absent: looked "
         f"for a board.xml naming it under {where}; pass their folder with --board-files DIR "
-        f"(BOARD_FILES=DIR for make) or fetch them with `finn deps update`"
+        f"(BOARD_FILES=DIR for make) or fetch them with "
+        f"`{finn_deps.fetch_command(finn_deps_dir(), [board])}`"
     )
+
+
+def deps_problem(board: str) -> None:
+    """MissingToolError naming the one command that fetches what is missing from FINN_DEPS
+    (the local route: `make setup` does not fetch FINN+'s external dependencies)."""
+    from maskbnn.pipeline import finn_deps
+
+    where = finn_deps_dir()
+    absent = finn_deps.missing(where)
+    if absent:
+        raise MissingToolError(
+            f"FINN+'s dependencies {', '.join(absent)} are not in FINN_DEPS ({where}); fetch "
+            f"what this flow needs with `{finn_deps.fetch_command(where, [board])}`"
+        )
 
 
 def _link_board_files(board: str, board_files: Path) -> None:
@@ -499,6 +516,8 @@ def run_bitstream(
     board_note = board_files_problem(board, board_files)
     if complete and board_note:
         raise MissingToolError(f"cannot synthesise for {board}: {board_note}")
+    if complete:
+        deps_problem(board)
     if complete and board_files:
         _link_board_files(board, board_files)
 
