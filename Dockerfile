@@ -2,8 +2,11 @@
 #
 # - the project and its pinned dependencies, installed by `make setup` (requirements/*.txt);
 # - Verilator (Debian 12's 5.006) for the RTL-layer simulation;
-# - FINN+'s external dependencies (finn-hlslib, PYNQ-Z1/Z2 board files, ...) fetched at image build
-#   time through FINN+'s own DependencyUpdater and its pinned definitions (pipeline/finn_deps.py);
+# - the FINN+ external dependencies this flow needs (finn-hlslib, nlohmann_json, the board files of
+#   FINN_BOARDS) fetched at image build time through FINN+'s own DependencyUpdater and its pinned
+#   definitions (pipeline/finn_deps.py), each failure named; not FINN+'s whole list;
+# - Boost (program_options; interprocess is header-only) for FINN+'s simulation-based FIFO sizing,
+#   whose node simulators CMake builds against it (finn_xsi/CMakeLists.txt);
 # - Vivado / Vitis HLS are NOT in the image: mount the host's install read-only at $XILINX_ROOT.
 #   FINN+ 1.6.1 supports Vivado / Vitis HLS 2022.2 and 2024.2 (VIVADO_VERSION build arg / env).
 #
@@ -14,6 +17,9 @@ FROM debian:bookworm-slim
 
 ARG VIVADO_VERSION=2024.2
 ARG XILINX_ROOT=/tools/Xilinx
+# boards whose Vivado board files the image fetches (Pynq-Z2's come from a CDN zip that may fail:
+# add it with --build-arg FINN_BOARDS="Pynq-Z1 Pynq-Z2", or mount them: BOARD_FILES=DIR)
+ARG FINN_BOARDS=Pynq-Z1
 # FINN_DEPS: where FINN+ finds finn-hlslib and the board files (filled below). The extra index
 # serves the CPU wheel of torch==2.13.0; from PyPI alone pip would take the multi-GB CUDA build.
 ENV VIVADO_VERSION=${VIVADO_VERSION} \
@@ -30,7 +36,7 @@ ENV VIVADO_VERSION=${VIVADO_VERSION} \
 RUN apt-get update && apt-get install -y --no-install-recommends \
         python3 python3-venv python3-dev build-essential make git ca-certificates wget \
         cmake zip unzip verilator libtinfo5 libncurses5 libx11-6 libxext6 libxrender1 libxtst6 libxi6 \
-        libfreetype6 fontconfig procps locales \
+        libfreetype6 fontconfig procps locales libboost-dev libboost-program-options-dev \
     && ln -sf /usr/bin/python3 /usr/local/bin/python3.11 \
     && rm -rf /var/lib/apt/lists/*
 
@@ -43,7 +49,8 @@ COPY pipeline/ pipeline/
 COPY models/ models/
 COPY driver/ driver/
 RUN make setup
-RUN .venv/bin/python -m maskbnn.pipeline.finn_deps --dest "$FINN_DEPS"
+RUN .venv/bin/python -m maskbnn.pipeline.finn_deps --dest "$FINN_DEPS" \
+        $(for b in $FINN_BOARDS; do printf -- '--board %s ' "$b"; done)
 COPY . .
 RUN make setup && chmod +x docker/entrypoint.sh
 
