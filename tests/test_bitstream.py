@@ -28,6 +28,9 @@ def offline_run(built_025) -> dict:
     torch.set_num_threads(1)
     build = built_025["dir"]
     verify(NET, BOARD, built_025["checkpoint"], n_images=40, finn_images=2, build=build)
+    for stale in ("bitfile", "driver", "report", "stitched_ip"):  # an earlier run's outputs
+        (build / "bitstream" / stale).mkdir(parents=True, exist_ok=True)
+        (build / "bitstream" / stale / "from_an_earlier_run").write_text("stale")
     with pytest.raises(MissingToolError) as err:
         B.run_bitstream(NET, BOARD, build, checkpoint=built_025["checkpoint"])
     return {"build": build, "out": build / "bitstream", "error": err.value}
@@ -45,6 +48,11 @@ def test_missing_tool_message_is_exact(offline_run):
     assert "XILINX_HLS, XILINX_VITIS" in text or "vitis_hls" not in missing
     assert text.endswith(f"`make docker-bitstream NET={NET} BOARD={BOARD}`")
     assert "\n" not in text  # one message
+
+
+@pytest.mark.slow
+def test_no_output_of_an_earlier_run_survives(offline_run):
+    assert not list(offline_run["out"].rglob("from_an_earlier_run"))
 
 
 @pytest.mark.slow
