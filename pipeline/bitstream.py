@@ -110,7 +110,12 @@ def find_board_files(board: str, search: Path | None = None) -> Path | None:
     root = Path(search) if search else finn_deps_dir() / "board_files"
     if not root.is_dir():
         return None
-    for xml in sorted(root.rglob("board.xml")):
+    found = (
+        Path(d) / "board.xml"
+        for d, _, files in os.walk(root, followlinks=True)
+        if "board.xml" in files
+    )  # Vivado follows links in its board repositories
+    for xml in sorted(found):
         try:
             el = ET.parse(xml).getroot()
         except ET.ParseError:
