@@ -163,3 +163,36 @@ def test_xilinx_libraries_are_on_the_loader_path_from_process_start(tmp_path: Pa
     assert out.returncode == 0, out.stderr
     paths = out.stdout.strip().split("=", 1)[1].rstrip("']").split(os.pathsep)
     assert f"{vivado}/lib/lnx64.o" in paths and paths[-1] == "/keep"
+
+
+def test_fifo_sizing_simulates_only_with_the_simulator_library(tmp_path: Path, monkeypatch):
+    from finn.builder.build_dataflow_config import AutoFIFOSizingMethod, DataflowOutputType
+
+    vivado = tmp_path / "Vivado" / "2024.2"
+    monkeypatch.setenv("XILINX_VIVADO", str(vivado))
+    cfg = B.hardware_config(NET, BOARD, tmp_path / "out")
+    assert (
+        cfg.auto_fifo_depths and cfg.auto_fifo_strategy == AutoFIFOSizingMethod.FORCE_MINIMAL_FIFOS
+    )
+    # FINN's deployment package is not asked for (make deploy makes ours); what is asked runs
+    assert DataflowOutputType.DEPLOYMENT_PACKAGE not in cfg.generate_outputs
+    kernel = vivado / "lib" / "lnx64.o" / "libxv_simulator_kernel.so"
+    kernel.parent.mkdir(parents=True)
+    kernel.write_bytes(b"")
+    assert B.fifo_sizing()["strategy"] == "distributed_sim"
+    cfg = B.hardware_config(NET, BOARD, tmp_path / "out")
+    assert cfg.auto_fifo_strategy == AutoFIFOSizingMethod.DISTRIBUTED_SIMULATION
+
+
+def test_missing_finn_dependencies_are_named_with_the_one_command(tmp_path: Path, monkeypatch):
+    from finn.util.settings import get_settings
+
+    monkeypatch.setattr(type(get_settings()), "finn_deps", property(lambda self: tmp_path))
+    with pytest.raises(MissingToolError) as err:
+        B.deps_problem(BOARD)
+    text = str(err.value)
+    assert "finn-hlslib, nlohmann-json" in text
+    assert f"python -m maskbnn.pipeline.finn_deps --dest {tmp_path} --board {BOARD}`" in text
+    (tmp_path / "finn-hlslib").mkdir()
+    (tmp_path / "nlohmann_json").mkdir()
+    B.deps_problem(BOARD)
