@@ -31,13 +31,18 @@ def repo_copy(dest: Path) -> Path:
     """The repository's files (tracked and new, not ignored), mtimes kept so make sees the venv
     stamp as up to date; `maskbnn.pipeline`/`maskbnn.models` linked as the editable install maps
     them, so PYTHONPATH=dest imports the copy's code."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-    for name in listed:
-        src = REPO_ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
+    git = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT,
+                         capture_output=True, text=True)  # fmt: skip
+    if git.returncode == 0:
+        for name in git.stdout.split():
+            src = REPO_ROOT / name
+            if src.is_file():
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest / name)
+    else:  # not a git checkout: everything but what .gitignore keeps out
+        skip = shutil.ignore_patterns(".venv", "build", ".git", "__pycache__", "*.egg-info",
+                                      "*.bit", "*.hwh", ".pytest_cache", ".ruff_cache")  # fmt: skip
+        shutil.copytree(REPO_ROOT, dest, ignore=skip, symlinks=True)
     for sub in ("pipeline", "models"):
         (dest / "maskbnn" / sub).symlink_to(Path("..") / sub, target_is_directory=True)
     return dest
