@@ -5,7 +5,7 @@ verify` proved bit-exact):
 
     hw_codegen          HLS C++ + tcl per HLS layer, filled RTL templates per RTL layer  (offline)
     hw_ipgen            Vitis HLS synthesis of every HLS layer                       (Vitis HLS)
-    set_fifo_depths     DWC/FIFO insertion, FIFO sizing by rtlsim                   (Vivado xsim)
+    set_fifo_depths     DWC/FIFO insertion; sizing simulated or minimal (fifo_sizing)  (xsim)
     create_stitched_ip  one Vivado IP of the whole accelerator                          (Vivado)
     prepare_synthesis, synthesize_bitfile   the Zynq shell and bitfile, post-synth reports (Vivado)
     make_driver         PYNQ driver settings                                   (after the bitfile)
@@ -17,10 +17,13 @@ layer's HLS and RTL sources exist and the RTL ones can be simulated with Verilat
 listing, golden vectors, manifest.json marked incomplete), then the step raises one
 MissingToolError naming the missing tools, the variables looked at and the Docker command.
 
-With the tools, the result is released to ``bitstreams/<net>/<board>/``: accelerator.bit/.hwh,
-driver settings, golden vectors (real images and the Brevitas model's outputs) and manifest.json
-(sha256 of every file and of the exported model; network, board, clock, folding, tool versions,
-estimates, post-synthesis resources and timing, verification summary).
+With the tools, the result is released to ``bitstreams/<net>/<board>/``, whole or not at all
+(built in a sibling folder, renamed): accelerator.bit/.hwh, FINN's driver settings, Vivado's and
+FINN's reports, post_synthesis.md, golden vectors (real images and the Brevitas model's outputs)
+and manifest.json (sha256 of every file, of the exported model and of the hardware graph; network,
+board, clock, folding, FIFO sizing, tool versions, estimates beside post-synthesis resources,
+timing, verification summary). A missed timing or a design too large for the device is a
+UserError saying by how much, and leaves the previous release in place.
 """
 
 from __future__ import annotations

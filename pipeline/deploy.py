@@ -9,7 +9,7 @@ Output (``build/deploy/<net>_<board>/`` and ``<net>_<board>.tar.gz`` beside it):
         manifest.json                 sha256 of every file below, network, board, clock, checks
         settings.json                 FINN+-style driver settings (+ a ``maskbnn`` section)
         program.npz                   the hardware-graph program for the emulation backend
-        accelerator.bit/.hwh          only when a bitstream was built (needs Vivado)
+        accelerator.bit/.hwh          from `make bitstream`'s release of this very hardware graph
         golden/inputs.npy ...         pre-processed images, expected accelerator outputs, names
 
 Golden expected outputs are the hardware-graph program's outputs (the function `make verify`

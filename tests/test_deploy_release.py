@@ -77,3 +77,30 @@ def test_failed_deploy_keeps_the_previous_package(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [name, f"{name}.tar.gz", "program.npz", "settings.json"]
     )
+
+
+def test_killed_writer_leaves_the_previous_output(tmp_path: Path):
+    """SIGKILL while the new folder and the new archive are half-written: the previous ones are
+    intact under their names."""
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "old.txt").write_text("previous")
+    (tmp_path / "pkg.tar.gz").write_bytes(b"previous archive")
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from maskbnn.pipeline.atomic import staged_file, staged_folder\n"
+        "root = Path(sys.argv[1])\n"
+        "with staged_folder(root / 'pkg') as tmp:\n"
+        "    (tmp / 'new.txt').write_text('half')\n"
+        "    with staged_file(root / 'pkg.tar.gz') as f:\n"
+        "        f.write_bytes(b'trunc')\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=tmp_path)
+    assert proc.returncode == -signal.SIGKILL
+    assert [p.name for p in (tmp_path / "pkg").iterdir()] == ["old.txt"]
+    assert (tmp_path / "pkg.tar.gz").read_bytes() == b"previous archive"
