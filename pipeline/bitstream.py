@@ -65,6 +65,8 @@ BOARD_PARTS = {
 }
 # What FINN+ looks at to find the tools (finn/interface/interface_utils.py) and the board files
 TOOL_ENV = {"vivado": ("XILINX_VIVADO",), "vitis_hls": ("XILINX_HLS", "XILINX_VITIS")}
+# what FINN+'s finn_xsi/CMakeLists.txt needs for simulated FIFO sizing (Debian's libboost-dev)
+BOOST_HEADER = Path("/usr/include/boost/program_options.hpp")
 GOLDEN_IMAGES = 100  # real images with the Brevitas model's outputs shipped next to a bitstream
 
 
@@ -156,6 +158,12 @@ def deps_problem(board: str) -> None:
         raise MissingToolError(
             f"FINN+'s dependencies {', '.join(absent)} are not in FINN_DEPS ({where}); fetch "
             f"what this flow needs with `{finn_deps.fetch_command(where, [board])}`"
+        )
+    if fifo_sizing()["strategy"] == "distributed_sim" and not BOOST_HEADER.is_file():
+        raise MissingToolError(
+            "FINN+'s simulated FIFO sizing builds its node simulators against Boost, which is "
+            f"not installed ({BOOST_HEADER} is absent): `apt-get install libboost-dev "
+            "libboost-program-options-dev` (the Docker image has it)"
         )
 
 

@@ -196,3 +196,11 @@ def test_missing_finn_dependencies_are_named_with_the_one_command(tmp_path: Path
     (tmp_path / "finn-hlslib").mkdir()
     (tmp_path / "nlohmann_json").mkdir()
     B.deps_problem(BOARD)
+    # simulated FIFO sizing (Vivado's simulator library present) also needs Boost
+    kernel = tmp_path / "Vivado" / "lib" / "lnx64.o" / "libxv_simulator_kernel.so"
+    kernel.parent.mkdir(parents=True)
+    kernel.write_bytes(b"")
+    monkeypatch.setenv("XILINX_VIVADO", str(tmp_path / "Vivado"))
+    monkeypatch.setattr(B, "BOOST_HEADER", tmp_path / "no" / "program_options.hpp")
+    with pytest.raises(MissingToolError, match="apt-get install libboost-dev"):
+        B.deps_problem(BOARD)
