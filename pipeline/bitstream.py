@@ -301,10 +301,8 @@ def run_hardware_steps(net: str, hw_model: Path, cfg, out: Path, tools: dict[str
         except (UserError, MissingToolError):
             raise
         except Exception as err:
-            placement = placement_error(out, net, cfg.board) if name == (
-                "synthesize_bitfile") else None  # fmt: skip
-            if placement is not None:
-                raise placement from err
+            if name == "synthesize_bitfile" and (placed := placement_error(out, net, cfg.board)):
+                raise placed from err
             raise RuntimeError(f"FINN step {name} failed: {err}") from err
         model.save(str(inter / f"{name}.onnx"))
         times[name] = round(time.perf_counter() - t0, 2)
@@ -497,6 +495,7 @@ def generate_sources(net: str, board: str, build: Path, tools: dict[str, bool]) 
     out = build / "bitstream"
     for name in RUN_OUTPUTS:
         shutil.rmtree(out / name, ignore_errors=True)
+    (out / "next_slower_folding.json").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     cfg = hardware_config(net, board, out)
     model, done, times = run_hardware_steps(net, build / "hw_model.onnx", cfg, out, tools)
@@ -541,8 +540,9 @@ def run_bitstream(
     out = build / "bitstream"
     estimates = json.loads((build / summary["estimates"]["json"]).read_text())
     dest = Path(release) if release else bitstream_dir(net, board)
-    synthesis = check_synthesis(net, board, build, cfg.build.clock_ns, estimates, dest) if (
-        complete) else None  # fmt: skip
+    synthesis = None
+    if complete:
+        synthesis = check_synthesis(net, board, build, cfg.build.clock_ns, estimates, dest)
     ctx = {"net": net, "board": board, "build": build, "summary": summary, "cfg": cfg,
            "checkpoint": checkpoint, "model": model, "done": done, "times": times,
            "sources": sources, "tools": tools, "board_note": board_note, "estimates": estimates,
