@@ -106,7 +106,7 @@ def finn_deps_dir() -> Path:
 
 def find_board_files(board: str, search: Path | None = None) -> Path | None:
     """The folder holding `board`'s Vivado board files (a board.xml naming its board part),
-    searched in `search` if given, else in FINN+'s dependency folder (``finn deps update``)."""
+    searched in `search` if given, else in FINN+'s dependency folder (pipeline/finn_deps.py)."""
     import xml.etree.ElementTree as ET
 
     # Vivado matches a board part id (lower case) against board.xml's vendor and name without
