@@ -23,7 +23,7 @@ STAMP := $(VENV)/.setup-$(shell cat $(DEPS) 2>/dev/null | sha256sum | cut -c1-16
 
 .PHONY: help setup test test-fast lint format data demo train evaluate export estimate estimates \
 	verify rtlsim bitstream deploy fold fold-all fold-report bench ops methods-table docker-image \
-	docker-bitstream clean
+	docker-demo docker-bitstream docker-test clean
 
 help:
 	@echo "make demo                  set up, then run every stage on the shipped sample and weights"
@@ -38,7 +38,8 @@ help:
 	@echo "make bench                 speed benchmarks, results in build/bench/"
 	@echo "make ops                   BOPs, FLOPs, OPs of every network (+ ImageNet Bi-Real-18 check)"
 	@echo "make methods-table         training methods: accuracy, BOPs, FINN deployable + estimates"
-	@echo "make docker-bitstream NET=.. BOARD=..   the bitstream in the FINN+ image, Vivado mounted"
+	@echo "make docker-bitstream NET=.. BOARD=.. XILINX_ROOT=DIR   the bitstream in the image, Vivado mounted"
+	@echo "make docker-demo | docker-test         the demo in the image | build and check the image"
 
 setup: $(STAMP)
 
@@ -147,14 +148,48 @@ bench: setup
 	$(PY) -m maskbnn.pipeline.bench_verify
 	$(PY) -m maskbnn.pipeline.bench_driver
 
-docker-image:
-	docker build -t $(IMAGE) --build-arg VIVADO_VERSION=$(VIVADO_VERSION) --build-arg XILINX_ROOT=$(XILINX_ROOT) .
+# --- the Docker image (Vivado mounted at run time) ----------------------------------------------
+# DOCKER_BUILD_OPTS / DOCKER_RUN_OPTS pass options through (e.g. --network host); CA_CERT is a PEM
+# file for networks whose proxy re-signs HTTPS; TORCH_WHEEL a local CPU torch wheel for networks
+# that cannot reach the PyTorch index; FINN_DEPS_FETCH=0 builds without FINN+'s dependencies.
+DOCKER_BUILD_OPTS ?=
+DOCKER_RUN_OPTS ?=
+CA_CERT ?=
+TORCH_WHEEL ?=
+FINN_DEPS_FETCH ?= 1
+DOCKER_USER ?= $(shell id -u):$(shell id -g)
+DOCKER_OUT ?= $(CURDIR)
+DOCKER_RUN = docker run --rm --user $(DOCKER_USER) $(DOCKER_RUN_OPTS) \
+	-v $(DOCKER_OUT)/build:/maskbnn/build -v $(DOCKER_OUT)/bitstreams:/maskbnn/bitstreams
 
-docker-bitstream: docker-image
-	docker run --rm -v $(XILINX_ROOT):$(XILINX_ROOT):ro \
-	  -v $(CURDIR)/bitstreams:/maskbnn/bitstreams -v $(CURDIR)/build:/maskbnn/build \
+docker-image:
+	docker/base-image.sh debian:bookworm-slim
+	$(if $(TORCH_WHEEL),cp $(TORCH_WHEEL) docker/wheels/)
+	docker build -t $(IMAGE) $(DOCKER_BUILD_OPTS) --build-arg VIVADO_VERSION=$(VIVADO_VERSION) \
+	  --build-arg XILINX_ROOT=$(XILINX_ROOT) --build-arg FINN_DEPS_FETCH=$(FINN_DEPS_FETCH) \
+	  $(if $(CA_CERT),--build-arg EXTRA_CA_CERT="$$(cat $(CA_CERT))") .
+
+docker-demo: docker-image
+	mkdir -p $(DOCKER_OUT)/build $(DOCKER_OUT)/bitstreams
+	$(DOCKER_RUN) $(IMAGE) demo
+
+# The Xilinx install is checked before anything is built: docker would otherwise create an empty
+# root-owned folder for a missing mount source and the build would stop only at the bitstream.
+docker-bitstream:
+	@test -d "$(XILINX_ROOT)/Vivado/$(VIVADO_VERSION)" -o -d "$(XILINX_ROOT)/$(VIVADO_VERSION)/Vivado" || { \
+	  echo "no Vivado $(VIVADO_VERSION) under XILINX_ROOT=$(XILINX_ROOT): pass the folder that holds" \
+	    "Vivado/$(VIVADO_VERSION) (make docker-bitstream XILINX_ROOT=/path/to/Xilinx" \
+	    "VIVADO_VERSION=2022.2|2024.2 NET=$(NET) BOARD=$(BOARD))" >&2; exit 2; }
+	$(MAKE) --no-print-directory docker-image
+	mkdir -p $(DOCKER_OUT)/build $(DOCKER_OUT)/bitstreams
+	$(DOCKER_RUN) -v $(XILINX_ROOT):$(XILINX_ROOT):ro \
 	  $(if $(BOARD_FILES),-v $(BOARD_FILES):/board_files:ro) \
 	  $(IMAGE) bitstream NET=$(NET) BOARD=$(BOARD) $(if $(BOARD_FILES),BOARD_FILES=/board_files)
+
+# Builds the image and checks it: demo inside it, files owned by the caller, docker-bitstream
+# refusing a missing Xilinx folder at once, the image size (build/bench/docker.json).
+docker-test:
+	tests/docker/run.sh
 
 clean:
 	rm -rf $(BUILD)

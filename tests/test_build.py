@@ -91,6 +91,21 @@ def test_missing_tool_names_env_and_docker(monkeypatch):
         require_tool("vivado", "mask_1w1a")
 
 
+def test_missing_tool_inside_the_image_speaks_of_the_mount(monkeypatch):
+    """In our image the docker-bitstream route is what runs: the advice is about the mount."""
+    from maskbnn.errors import MissingToolError
+    from maskbnn.pipeline.finn_env import require_tool
+
+    monkeypatch.delenv("XILINX_VIVADO", raising=False)
+    monkeypatch.setenv("MASKBNN_CONTAINER", "1")
+    monkeypatch.setenv("VIVADO_VERSION", "2024.2")
+    monkeypatch.setenv("XILINX_ROOT", "/tools/Xilinx")
+    with pytest.raises(MissingToolError) as err:
+        require_tool("vivado", "mask_1w1a")
+    assert "Vivado 2024.2 under /tools/Xilinx, mounted from the host" in str(err.value)
+    assert "XILINX_ROOT=/path/to/Xilinx" in str(err.value)
+
+
 @pytest.mark.slow
 def test_shipped_folding_file_is_valid_for_1x(tmp_path):
     """The 1x folding file against the 1x hardware graph (export + steps up to specialisation)."""
