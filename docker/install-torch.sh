@@ -17,7 +17,7 @@ elif ! "$py" -m pip install -q --retries 1 --timeout 30 --index-url "$index" \
     echo "  TORCH_WHEEL=/path/to/that.whl to make docker-image; the CUDA build is not installed." >&2
     exit 1
 fi
-"$py" - <<'PY'
+"$py" -W ignore::UserWarning - <<'PY'
 import importlib.metadata as md
 import torch
 
