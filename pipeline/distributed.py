@@ -182,7 +182,7 @@ def _global_moments(x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, tor
     Two passes (mean, then the centred squares) keep the variance as precise as BatchNorm's."""
     count = torch.tensor([float(math.prod(x.shape[d] for d in dims))], device=x.device)
     total = _AllReduceSum.apply(torch.cat([x.sum(dims).reshape(-1), count]))
-    n = float(total[-1])
+    n = float(total[-1].detach())
     keep = [1 if d in dims else x.shape[d] for d in range(x.dim())]
     mean = (total[:-1] / n).reshape(keep)
     centred = x - mean
