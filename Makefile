@@ -146,6 +146,7 @@ bench: setup
 	$(MASKBNN) bench-train
 	$(PY) -m maskbnn.pipeline.bench_verify
 	$(PY) -m maskbnn.pipeline.bench_driver
+	$(PY) -m maskbnn.pipeline.bench_prepare
 
 docker-image:
 	docker build -t $(IMAGE) --build-arg VIVADO_VERSION=$(VIVADO_VERSION) --build-arg XILINX_ROOT=$(XILINX_ROOT) .
