@@ -119,6 +119,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "BatchNorm statistics recomputed",
     )
     p.add_argument(
+        "--class-balance",
+        choices=("none", "sample", "weights"),
+        help="for unbalanced data (data prepare --keep-all): draw every class equally often "
+        "(sample) or weight each image's loss by n / (classes x its class's count) (weights)",
+    )
+    p.add_argument(
         "--amp",
         action="store_true",
         help="mixed precision: bfloat16 autocast (CUDA without bfloat16: float16 with a gradient "
@@ -271,6 +277,7 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> i
         Checkpoints,
         ClipWeights,
         Trainer,
+        class_weights,
         make_loss,
         make_optimizer,
         make_scheduler,
@@ -315,6 +322,9 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> i
         "augment": pick(args.augment, "augment"),
         "warmup_epochs": pick(None, "warmup_epochs"),
     }
+    balance = args.class_balance or saved_hp.get("class_balance", "none")
+    if balance != "none":  # recorded only when used, so other runs' hparams stay as they were
+        hp["class_balance"] = balance
     if hp["epochs"] < 1 or hp["batch_size"] < 2:
         raise UserError("--epochs must be >= 1 and --batch_size >= 2")
     planned = saved_hp.get("epochs")
@@ -430,7 +440,11 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> i
     distill = _distiller(cfg, hp, rt.device) if teacher else None
     trainer = Trainer(
         model,
-        make_loss(hp["loss"], cfg.model.num_classes),
+        make_loss(
+            hp["loss"],
+            cfg.model.num_classes,
+            class_weights(train.y, cfg.model.num_classes) if balance == "weights" else None,
+        ),
         optimizer,
         scheduler,
         train.classes,
@@ -446,6 +460,7 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> i
         amp=args.amp,
         precise_bn=hp.get("precise_bn", False),
         runtime=rt,
+        balanced_sampling=balance == "sample",
     )
     start = 1
     if ckpt is not None:

@@ -40,8 +40,14 @@ def to_tensors(data: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.from_numpy(np.asarray(data.y, dtype=np.int64))
 
 
-def make_loss(name: str, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """SqrHinge (upstream default: targets are +-1 one-hot) or CrossEntropy on class indices."""
+def make_loss(
+    name: str, num_classes: int, class_weights: torch.Tensor | None = None
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """SqrHinge (upstream default: targets are +-1 one-hot) or CrossEntropy on class indices.
+    class_weights: each image's loss times its class's weight, then the plain mean over the batch
+    (not divided by the batch's weight sum, so a batch split over ranks adds up the same)."""
+    if class_weights is not None:
+        return _weighted_loss(name, num_classes, class_weights)
     if name.lower() == "sqrhinge":
         hinge = SqrHingeLoss()
 
@@ -54,6 +60,31 @@ def make_loss(name: str, num_classes: int) -> Callable[[torch.Tensor, torch.Tens
     if name.lower() == "crossentropy":
         return nn.CrossEntropyLoss()
     raise UserError(f"unknown loss {name!r}; use SqrHinge or CrossEntropy")
+
+
+def _weighted_loss(name: str, num_classes: int, weights: torch.Tensor) -> Callable:
+    if name.lower() not in ("sqrhinge", "crossentropy"):
+        make_loss(name, num_classes)  # the unknown-loss error
+
+    def weighted(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if name.lower() == "sqrhinge":  # brevitas' squared hinge, per image
+            target = torch.full((len(y), num_classes), -1.0, device=out.device)
+            target.scatter_(1, y[:, None], 1.0)
+            per_image = (1.0 - out * target).clamp_min(0.0).square().mean(1)
+        else:
+            per_image = nn.functional.cross_entropy(out, y, reduction="none")
+        return (weights.to(out.device)[y] * per_image).mean()
+
+    return weighted
+
+
+def class_weights(y: np.ndarray, num_classes: int) -> torch.Tensor:
+    """n / (classes x n_c): 1 for every class of a balanced set; a class with half the images
+    weighs twice as much. Over the whole set the weights average to 1 (the loss keeps its scale)."""
+    counts = np.bincount(np.asarray(y), minlength=num_classes).astype(np.float64)
+    if (counts == 0).any():
+        raise UserError(f"class weights: some classes have no training images ({counts.tolist()})")
+    return torch.tensor(counts.sum() / (num_classes * counts), dtype=torch.float32)
 
 
 def make_optimizer(
@@ -185,11 +216,15 @@ class Trainer:
         channels_last: bool = True,
         precise_bn: bool = False,
         runtime: Runtime = CPU,
+        balanced_sampling: bool = False,
     ) -> None:
         # The device and, under torchrun, this process's rank (pipeline/distributed.py). The model
         # is expected on runtime.device; data stays uint8 on the CPU and moves per batch.
         self.rt = runtime
         self.model = model
+        # Each epoch draws as many images as the split has, with replacement, every class equally
+        # likely (for splits kept unbalanced: `data prepare --keep-all`).
+        self.balanced_sampling = balanced_sampling
         # Recompute BatchNorm statistics exactly after the last epoch (see recalibrate_bn).
         self.precise_bn = precise_bn
         # oneDNN's CPU convolutions run NHWC natively; in NCHW every conv (and its backward)
@@ -307,7 +342,11 @@ class Trainer:
     def train_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int, epochs: int) -> dict:
         self.model.train()
         n = len(y)
-        order = torch.randperm(n, generator=self.generator)
+        if self.balanced_sampling:
+            per_image = 1.0 / torch.bincount(y).double()[y]
+            order = torch.multinomial(per_image, n, replacement=True, generator=self.generator)
+        else:
+            order = torch.randperm(n, generator=self.generator)
         starts = list(range(0, n, self.batch_size))
         # BatchNorm cannot train on a batch of one image; with several ranks each needs two.
         if len(starts) > 1 and n - starts[-1] < 2 * self.rt.world:
