@@ -30,9 +30,10 @@ from maskbnn.errors import UserError
 from maskbnn.models.quant import TensorNorm
 from maskbnn.pipeline.metrics import Accumulator
 
-# A rank that waits longer than this for its peers gives up (a killed peer is usually noticed at
-# once: torchrun stops the others when one exits).
-TIMEOUT = datetime.timedelta(minutes=10)
+# A rank that waits longer than this for its peers gives up. Long enough for rank 0 to prepare a
+# raw folder while the others wait (the full MaskedFace-Net takes minutes); a killed peer is
+# noticed at once anyway: torchrun stops the others when one exits.
+TIMEOUT = datetime.timedelta(minutes=60)
 
 
 @dataclass(frozen=True)

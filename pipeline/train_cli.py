@@ -327,6 +327,11 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> i
         hp["class_balance"] = balance
     if hp["epochs"] < 1 or hp["batch_size"] < 2:
         raise UserError("--epochs must be >= 1 and --batch_size >= 2")
+    if hp["batch_size"] < 2 * rt.world:
+        raise UserError(
+            f"--batch_size {hp['batch_size']} is the global batch: with {rt.world} processes "
+            f"it must be at least {2 * rt.world} (two images per process for BatchNorm)"
+        )
     planned = saved_hp.get("epochs")
     if (
         ckpt is not None
@@ -496,6 +501,8 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> i
         "command": command,
         "datadir": str(datadir),
         "n_train": len(train),
+        "device": str(rt.device),
+        "processes": rt.world,
         "hparams": hp,
         "epochs": hp["epochs"],
         "best_val_acc": result["best_val_acc"],
