@@ -78,6 +78,7 @@ def parse_gpus(spec: str | None) -> list[int] | None:
 def start(gpus: str | None) -> Runtime:
     """The device of this process, and the process group when torchrun started several."""
     ids = parse_gpus(gpus)
+    # torchrun's contract with the processes it starts: these variables, read here only.
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -86,10 +87,10 @@ def start(gpus: str | None) -> Runtime:
         device = torch.device("cpu")
     else:
         if not torch.cuda.is_available():
+            why = "is built without CUDA" if torch.version.cuda is None else "sees no GPU"
             raise UserError(
-                f"--gpus {gpus}: CUDA device cuda:{ids[0]} is not available (this torch "
-                f"{torch.__version__} has {'no CUDA support' if torch.version.cuda is None else 'no visible GPU'}); "
-                "leave --gpus out to train on the CPU"
+                f"--gpus {gpus}: CUDA device cuda:{ids[0]} is not available (torch "
+                f"{torch.__version__} here {why}); leave --gpus out to train on the CPU"
             )
         if len(ids) > 1 and world == 1:
             raise UserError(
