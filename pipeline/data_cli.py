@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         )
         manifest = prepare(args.source, args.out, params)
         print(format_summary(manifest))
+        if manifest["decoded_by_an_interrupted_run"]:
+            print(
+                f"resumed: {manifest['decoded_by_an_interrupted_run']} images were decoded before"
+            )
         print(f"wrote {args.out / 'dataset.npz'} and manifest.json in {manifest['seconds']} s")
     elif args.action == "summary":
         path = args.folder / "manifest.json"

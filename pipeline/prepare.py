@@ -115,6 +115,7 @@ def prepare(source: Path, out: Path, params: PrepareParams = PrepareParams()) ->
         "total": int(sum(len(arrays[f"y_{s}"]) for s in SPLITS)),
         "content_sha256": digest,
         "skipped": skipped,
+        "decoded_by_an_interrupted_run": cache.resumed,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     _write_atomic(out, arrays, manifest)
@@ -155,6 +156,7 @@ class DecodeCache:
                     self.reasons[row["i"]] = row["reason"]
         self.size = size
         self.index = {id(it): i for i, it in enumerate(items)}
+        self.resumed = int((self.status != 0).sum())  # images an earlier, interrupted run did
 
     def decode(self, pool, which: Iterable[int], desc: str) -> list[int]:
         """Decode the items `which` not decoded yet; returns those of them that are readable."""

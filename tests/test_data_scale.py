@@ -4,11 +4,18 @@ and an interrupted prepare that resumes from its on-disk decode cache."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from maskbnn.paths import REPO_ROOT
 from maskbnn.pipeline.maskedface import CLASSES, Item, load_image, scan, to_model_input
 from maskbnn.pipeline.prepare import DecodeCache, PrepareParams, _decoder, prepare
 
@@ -89,3 +96,56 @@ def test_an_interrupted_prepare_resumes_from_its_decode_cache(small_original, tm
     assert json.loads((tmp_path / "again" / "manifest.json").read_text())["classes"] == list(
         CLASSES
     )
+
+
+@pytest.mark.slow
+def test_a_killed_prepare_on_1024px_jpegs_resumes_to_the_same_dataset(sample_dir, tmp_path):
+    """`maskbnn data prepare` (a process pool) is SIGKILLed, with its workers, mid-decode; run
+    again, it reuses what was decoded and writes the dataset an uninterrupted run writes."""
+    src = tmp_path / "originals"
+    for suffix in ("_Mask", "_Mask_Mouth_Chin", "_Mask_Nose_Mouth", "_Mask_Chin"):
+        sub = "CMFD" if suffix == "_Mask" else "IMFD"
+        (src / sub).mkdir(parents=True, exist_ok=True)
+        for f in sorted((sample_dir / sub).glob(f"*{suffix}.jpg"))[:75]:
+            with Image.open(f) as img:
+                img.convert("RGB").resize((1024, 1024), Image.BICUBIC).save(src / sub / f.name)
+    cmd = [sys.executable, "-m", "maskbnn", "data", "prepare", "--source", str(src)]
+    cmd += ["--keep-all", "--workers", "2"]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(tmp_path / "killed")],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the pool's workers die with it
+    )
+    status = tmp_path / "killed" / ".prepare-work" / "status.npy"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if status.is_file() and (np.load(status, mmap_mode="r") != 0).sum() >= 64:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "prepare ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    done_before = int((np.load(status, mmap_mode="r") != 0).sum())
+    assert 64 <= done_before < 300
+    assert not (tmp_path / "killed" / "dataset.npz").exists()
+
+    again = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "killed")], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
+    assert "resumed:" in again.stdout
+    fresh = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "fresh")], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    resumed = json.loads((tmp_path / "killed" / "manifest.json").read_text())
+    ref = json.loads((tmp_path / "fresh" / "manifest.json").read_text())
+    assert resumed["decoded_by_an_interrupted_run"] >= done_before
+    assert resumed["content_sha256"] == ref["content_sha256"]
+    assert resumed["total"] == ref["total"] == 300
