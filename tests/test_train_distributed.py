@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,16 +118,22 @@ def test_two_ranks_normalise_and_differentiate_like_one_batch():
 
 
 # --- the CI proof: torchrun, 2 gloo processes vs 1 process --------------------------------------
-def _train(exp: Path, nproc: int, *extra: str) -> subprocess.CompletedProcess:
+def _command(exp: Path, nproc: int, epochs: int, *extra: str) -> list[str]:
     launch = [sys.executable, "-m", "maskbnn"]
     if nproc > 1:
         launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         launch += ["--nproc_per_node", str(nproc), "-m", "maskbnn"]
-    cmd = launch + ["train", "--network", NET, "--datadir", str(SAMPLE_DIR)]
-    cmd += ["--experiments", str(exp), "--epochs", "2", "--batch_size", "50", "--limit", "200"]
-    cmd += ["--threads", "1", "--no-progress", "--save-every", "1", *extra]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    cmd = launch + ["train", "--network", NET, "--datadir", str(SAMPLE_DIR), "--experiments"]
+    cmd += [str(exp), "--epochs", str(epochs), "--batch_size", "50", "--limit", "200"]
+    return cmd + ["--threads", "1", "--no-progress", "--save-every", "1", *extra]
+
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def _train(exp: Path, nproc: int, *extra: str, epochs: int = 2) -> subprocess.CompletedProcess:
+    cmd = _command(exp, nproc, epochs, *extra)
+    res = subprocess.run(cmd, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     return res
 
@@ -177,3 +185,42 @@ def test_two_gloo_processes_match_one_process_and_resume(tmp_path: Path):
     assert c["epoch"] == 2
     for key, value in ref["state_dict"].items():
         assert torch.equal(c["state_dict"][key], value), key
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_run_and_its_checkpoint_resumes(tmp_path: Path):
+    """SIGKILL to rank 1 mid-run: torchrun stops rank 0 and exits non-zero, checkpoint.tar (rank
+    0's, atomic) is whole, and the same launch with --resume finishes the run."""
+    import psutil
+
+    epochs = 8
+    proc = subprocess.Popen(
+        _command(tmp_path, 2, epochs),
+        cwd=REPO_ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        ckpt = None
+        while time.monotonic() < deadline and proc.poll() is None and ckpt is None:
+            ckpt = next(iter(tmp_path.glob("*/checkpoints/epoch_1.tar")), None)
+            time.sleep(0.1)
+        assert ckpt is not None and proc.poll() is None, "no epoch-1 checkpoint while running"
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        (rank1,) = [w for w in workers if w.environ().get("RANK") == "1"]
+        rank1.kill()
+        assert proc.wait(timeout=120) != 0
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    last = ckpt.parent / "checkpoint.tar"
+    killed_at = read_checkpoint(last)["epoch"]
+    assert 1 <= killed_at < epochs, "the kill came too late"
+    resumed = _train(tmp_path, 2, "--resume", str(last), epochs=epochs)
+    assert f"resuming {NET} at epoch {killed_at + 1} of {epochs}" in resumed.stdout
+    done = read_checkpoint(last)
+    assert done["epoch"] == epochs and len(done["history"]) == epochs
