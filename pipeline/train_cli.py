@@ -3,6 +3,8 @@
 maskbnn train --network mask_1w1a_0.25 --datadir DIR [--epochs N] [--resume CKPT]
 maskbnn train --evaluate --network NET (--pretrained | --resume CKPT) --datadir DIR
               [--eval-split all] [--metrics-json OUT]
+torchrun --standalone --nproc_per_node N -m maskbnn train ... [--gpus 0,1,...]   (data parallel,
+              pipeline/distributed.py; --batch_size is then the global batch)
 
 Each training run writes, in <experiments>/<network>_<timestamp>/: checkpoints/{checkpoint,best}.tar,
 log.txt, metrics.json, training_curve.png and confusion.png. Validation is on the test split of the
