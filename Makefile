@@ -147,6 +147,7 @@ bench: setup
 	$(MASKBNN) bench-train
 	$(PY) -m maskbnn.pipeline.bench_verify
 	$(PY) -m maskbnn.pipeline.bench_driver
+	$(PY) -m maskbnn.pipeline.bench_prepare
 
 # --- the Docker image (Vivado mounted at run time) ----------------------------------------------
 # DOCKER_BUILD_OPTS / DOCKER_RUN_OPTS pass options through (e.g. --network host); CA_CERT is a PEM

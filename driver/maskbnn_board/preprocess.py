@@ -1,8 +1,8 @@
 """Image pre-processing and MaskedFace-Net labels, repeated from the training pipeline.
 
 The board package may not import maskbnn, so the three pre-processing steps of
-``maskbnn.pipeline.maskedface.to_model_input`` and its file-name label rules live here again; a
-test feeds real images through both and requires identical arrays.
+``maskbnn.pipeline.maskedface.to_model_input``, its JPEG draft decoding and its file-name label
+rules live here again; a test feeds real images through both and requires identical arrays.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ CLASSES = ("mask_correct", "nose_uncovered", "chin_uncovered", "nose_mouth_uncov
 # MaskedFace-Net file-name suffix (the face parts the mask covers) -> class index.
 SUFFIX_TO_CLASS = {"_Mask": 0, "_Mask_Mouth_Chin": 1, "_Mask_Nose_Mouth": 2, "_Mask_Chin": 3}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+DRAFT_SCALE = 4  # as maskbnn.pipeline.maskedface.DRAFT_SCALE
 _NAME_RE = re.compile(r"^(?P<prefix>.*?)(?P<suffix>_Mask(?:_Mouth_Chin|_Nose_Mouth|_Chin)?)$")
 
 
@@ -70,9 +71,11 @@ class Skipped:
 
 
 def load_image(path: Path, size: int = 32) -> np.ndarray:
-    """Decode and pre-process one file; raises DriverError saying why it cannot be used."""
+    """Decode and pre-process one file; raises DriverError saying why it cannot be used.
+    JPEGs decode at the smallest libjpeg scale (1/2, 1/4, 1/8) still >= DRAFT_SCALE x size."""
     try:
         with Image.open(path) as f:
+            f.draft(None, (DRAFT_SCALE * size, DRAFT_SCALE * size))
             f.load()  # a truncated file raises here instead of yielding grey pixels
             return to_model_input(f, size)
     except DriverError:
