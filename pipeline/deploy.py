@@ -335,7 +335,7 @@ def write_golden(
             raise VerificationError(
                 f"golden outputs of the program disagree with the Brevitas model on "
                 f"{int((~agree).sum())} of {len(x)} images (first: {', '.join(bad)}); "
-                "run `make verify` to find the stage"
+                f"run `make verify NET={net}` with the build's BOARD to find the stage"
             )
     else:
         print(
@@ -514,8 +514,8 @@ def run(args: argparse.Namespace) -> int:
     hw_model = args.hw_model or build / "hw_model.onnx"
     if args.finn_settings is None and not hw_model.is_file():
         raise UserError(
-            f"no hardware graph at {hw_model}: run `make build NET={args.net} BOARD={args.board}` "
-            "(and `make verify`) first"
+            f"no hardware graph at {hw_model}: run `make verify NET={args.net} BOARD={args.board}` "
+            "first (it builds and verifies)"
         )
     program = args.program or build / "program.npz"
     if not program.is_file() and hw_model.is_file():

@@ -81,3 +81,41 @@ def test_empty_or_missing_image_folder(tmp_path):
         list_images(tmp_path)
     with pytest.raises(DriverError, match="does not exist"):
         list_images(tmp_path / "nope")
+
+
+def test_one_preprocessing_for_data_training_and_driver():
+    assert maskedface.to_model_input is to_model_input
+
+
+def test_a_16_bit_png_is_scaled_not_saturated(tmp_path, sample_dir):
+    src = sample_files(sample_dir, 1)[0]
+    with Image.open(src) as img:
+        grey = img.convert("L")
+    wide = np.asarray(grey).astype(np.uint16) * 257  # the same picture at 16 bits per pixel
+    Image.fromarray(wide).save(tmp_path / "deep_Mask.png")
+    with Image.open(tmp_path / "deep_Mask.png") as f:
+        assert f.mode == "I;16"
+    want = to_model_input(grey)
+    np.testing.assert_array_equal(load_image(tmp_path / "deep_Mask.png"), want)
+    assert (want == 255).mean() < 0.1  # the face is not a white square
+    item = maskedface.Item(label=0, face="1", name="deep", path=tmp_path / "deep_Mask.png")
+    np.testing.assert_array_equal(maskedface.load_image(item, 32), want)  # the data stage too
+
+
+def test_32_bit_pixels_are_refused_with_the_mode():
+    with pytest.raises(DriverError, match="mode 'I'"):
+        to_model_input(Image.new("I", (40, 40), 70000))
+
+
+def test_a_decompression_bomb_is_skipped_with_its_reason(tmp_path, sample_dir, monkeypatch):
+    good = sample_files(sample_dir, 1)[0]
+    (tmp_path / good.name).write_bytes(good.read_bytes())
+    Image.new("L", (400, 400)).save(tmp_path / "huge_Mask.png")
+    # Pillow refuses images over twice MAX_IMAGE_PIXELS; lowered so a small file stands for a bomb
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400 * 400 // 3)
+    batches = list(iter_batches(list_images(tmp_path), batch=4))
+    used = [p.name for u, _, _ in batches for p in u]
+    skipped = [s for _, _, s in batches for s in s]
+    assert used == [good.name]
+    assert [s.path.name for s in skipped] == ["huge_Mask.png"]
+    assert "decompression bomb" in skipped[0].reason

@@ -1,8 +1,8 @@
-"""Image pre-processing and MaskedFace-Net labels, repeated from the training pipeline.
+"""Image pre-processing and MaskedFace-Net labels.
 
-The board package may not import maskbnn, so the three pre-processing steps of
-``maskbnn.pipeline.maskedface.to_model_input`` and its file-name label rules live here again; a
-test feeds real images through both and requires identical arrays.
+``to_model_input`` is the one pre-processing of the project: the data stage, training, evaluation
+and the golden vectors import it from here (``maskbnn.pipeline.maskedface``), because the board
+package may not import maskbnn. The file-name label rules are repeated there; a test compares them.
 """
 
 from __future__ import annotations
@@ -24,8 +24,19 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 _NAME_RE = re.compile(r"^(?P<prefix>.*?)(?P<suffix>_Mask(?:_Mouth_Chin|_Nose_Mouth|_Chin)?)$")
 
 
+# 16-bit greyscale modes: Pillow's convert("RGB") clips them at 255 instead of scaling.
+_GREY16 = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
 def to_model_input(img: Image.Image, size: int = 32) -> np.ndarray:
-    """RGB, centre-crop to a square, Pillow bilinear resize to size x size -> uint8 HWC."""
+    """RGB, centre-crop to a square, Pillow bilinear resize to size x size -> uint8 HWC.
+    16-bit greyscale keeps its top 8 bits; 32-bit integer or float pixels (no known range) are
+    refused with the mode named."""
+    if img.mode in _GREY16:
+        img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8))
+    elif img.mode in ("I", "F"):
+        raise DriverError(f"image mode {img.mode!r} (32-bit pixels) has no 8-bit scale; save it "
+                          "as 8 or 16 bits per channel")  # fmt: skip
     try:
         img = img.convert("RGB")
     except ValueError as err:  # a mode Pillow cannot map to RGB: refuse rather than guess
@@ -77,6 +88,8 @@ def load_image(path: Path, size: int = 32) -> np.ndarray:
             return to_model_input(f, size)
     except DriverError:
         raise
+    except Image.DecompressionBombError as err:  # skipped like the data stage skips it
+        raise DriverError(f"refused: {err}") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise DriverError(f"unreadable image: {err}") from err
 
