@@ -510,6 +510,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from maskbnn.config import load_network_config
+
+    load_network_config(args.net)  # an unknown name is named before any advice to build it
     build = args.build_dir or BUILD_DIR / args.net / args.board
     hw_model = args.hw_model or build / "hw_model.onnx"
     if args.finn_settings is None and not hw_model.is_file():

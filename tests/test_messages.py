@@ -150,9 +150,10 @@ def run_cli(argv, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def test_an_unknown_network_is_named_before_any_advice(capsys):
-    code, err = run_cli(["build", "--net", "mask_9w9a"], capsys)
-    assert code == 2 and "unknown network 'mask_9w9a'" in err and "export" not in err
+@pytest.mark.parametrize("command", ["build", "verify", "rtlsim", "deploy", "bitstream"])
+def test_an_unknown_network_is_named_before_any_advice(command, capsys):
+    code, err = run_cli([command, "--net", "mask_9w9a"], capsys)
+    assert code == 2 and "unknown network 'mask_9w9a'" in err and "`" not in err
 
 
 @pytest.mark.parametrize("command", ["verify", "rtlsim"])
