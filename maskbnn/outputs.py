@@ -43,10 +43,14 @@ def remove(*paths: Path) -> None:
 
 
 @contextmanager
-def folder_lock(folder: Path, command: str) -> Iterator[None]:
+def folder_lock(folder: Path, command: str, create: bool = True) -> Iterator[None]:
     """Hold `folder`'s lock for the body. Held by another process: print who holds it and wait.
-    Re-entrant within a process (a stage may call another stage on the same folder)."""
+    Re-entrant within a process (a stage may call another stage on the same folder). A reader
+    (create=False) of a folder that does not exist has nothing to wait for and creates nothing."""
     folder = Path(folder).resolve()
+    if not create and not folder.is_dir():
+        yield
+        return
     if folder in _held:
         _held[folder] += 1
         try:

@@ -148,6 +148,8 @@ def _effective(folding: dict, nodes: dict, problems: list[str]) -> dict[str, dic
     """node name -> attribute -> (value, where it was set) as FINN's ApplyConfig applies them:
     "Defaults" entries {attr: [value, op types or "all", value, op types, ...]} on every node of
     those op types, then the node's own entry over them. Malformed defaults become problems."""
+    from qonnx.custom_op.registry import is_custom_op
+
     out: dict[str, dict[str, tuple]] = {}
     defaults = folding.get("Defaults", {})
     for attr, spec in defaults.items() if isinstance(defaults, dict) else ():
@@ -168,7 +170,9 @@ def _effective(folding: dict, nodes: dict, problems: list[str]) -> dict[str, dic
                 continue
             lacking = []
             for name, node in nodes.items():
-                if ops == "all" or node.op_type in ops:
+                if is_custom_op(node.domain, node.op_type) and (
+                    ops == "all" or node.op_type in ops
+                ):
                     if _has_attr(node, attr):
                         out.setdefault(name, {})[attr] = (val, f"{where} on {name}")
                     else:

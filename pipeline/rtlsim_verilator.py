@@ -700,7 +700,7 @@ def run(args: argparse.Namespace) -> int:
     board = args.board or cfg.build.board
     require_verilator()
     build = args.build or build_dir(args.net, board)
-    with folder_lock(build, f"maskbnn rtlsim --net {args.net} --board {board}"):
+    with folder_lock(build, f"maskbnn rtlsim --net {args.net} --board {board}", create=False):
         model_path = codegen_model(args.net, board, build)
         x, names, _ = load_images(args.net, args.images, args.data)
         r = simulate_network(model_path, x, build / "rtlsim", names)

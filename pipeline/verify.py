@@ -119,7 +119,7 @@ def verify(
         raise UserError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
     out = Path(build) if build else build_dir(net, board)
     # A build running on this folder finishes first; Make's stamp goes until this one passes.
-    with folder_lock(out, f"maskbnn verify --net {net} --board {board}"):
+    with folder_lock(out, f"maskbnn verify --net {net} --board {board}", create=False):
         remove(out / "verified.stamp")
         return _verify(cfg, board, out, t_all, checkpoint, n_images, finn_images, data, split,
                        streamlined_images)  # fmt: skip

@@ -134,3 +134,11 @@ def test_a_killed_export_leaves_no_index(tmp_path, monkeypatch):
         export.export_checkpoint(NET, pretrained_path(NET), out)
     assert not (out / "export.json").exists()
     assert os.listdir(out) == []
+
+
+def test_verify_of_a_missing_build_creates_nothing(tmp_path):
+    from maskbnn.pipeline.verify import verify
+
+    with pytest.raises(UserError, match="no build in"):
+        verify(NET, BOARD, build=tmp_path / "none")
+    assert not (tmp_path / "none").exists()
