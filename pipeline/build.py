@@ -28,8 +28,8 @@ from maskbnn.paths import BUILD_CONFIGS, BUILD_DIR
 from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
 from maskbnn.pipeline.export import rel
 
-# What says a build folder is complete and checked, newest first in Make's chain: removed before a
-# build or a verification starts, written last.
+# What says a build folder is complete and checked (Make's targets and the verification reports):
+# removed before a build starts, written last by the stage that makes each.
 STAMPS = ("build.json", "verified.stamp", "verification.json", "verification.md")
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from maskbnn.errors import UserError
 from maskbnn.paths import REPO_ROOT
+from tests.conftest import plain_env
 
 SOURCES = [
     p
@@ -164,7 +165,7 @@ def test_an_unknown_board_is_refused_before_any_advice(command, capsys):
 
 def test_make_with_an_unknown_network_says_so():
     r = subprocess.run(["make", "-s", "bitstream", "NET=nonexistent"], cwd=REPO_ROOT,
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
+                       capture_output=True, text=True, timeout=60, env=plain_env())  # fmt: skip
     assert r.returncode != 0
     assert "unknown network NET=nonexistent" in r.stderr and "make train" not in r.stderr
 

@@ -13,6 +13,7 @@ import pytest
 from maskbnn.errors import UserError
 from maskbnn.outputs import folder_lock, write_atomic
 from maskbnn.paths import REPO_ROOT
+from tests.conftest import plain_env
 
 NET, BOARD = "mask_1w1a_0.25", "Pynq-Z1"
 HOLD = 3.0  # seconds the other process keeps the lock
@@ -80,7 +81,7 @@ def _finished_build(root: Path) -> Path:
 def make_up_to_date(root: Path) -> bool:
     """`make -q verify` on this build root: is Make satisfied that nothing needs doing?"""
     r = subprocess.run(["make", "-q", "verify", f"NET={NET}", f"BOARD={BOARD}", f"BUILD={root}"],
-                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, env=plain_env())  # fmt: skip
     return r.returncode == 0
 
 
