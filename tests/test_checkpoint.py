@@ -63,3 +63,16 @@ def test_a_dataset_pickle_carrying_code_is_refused_before_it_runs(tmp_path):
     with open(path, "rb") as f, pytest.raises(UserError, match="refused: it names io.open"):
         read_pickle_batch(f)
     assert not victim.exists()
+
+
+def test_no_loader_in_the_product_can_run_code_from_a_file():
+    """torch.load, np.load and pickle only in their data-only forms, everywhere in the product."""
+    unsafe = ("weights_only=False", "allow_pickle=True", "pickle.load(", "pickle.loads(")
+    found = [
+        f"{p.relative_to(REPO_ROOT)}: {u}"
+        for folder in ("maskbnn", "pipeline", "models", "driver/maskbnn_board")
+        for p in sorted((REPO_ROOT / folder).rglob("*.py"))
+        for u in unsafe
+        if u in p.read_text()
+    ]
+    assert not found, found
