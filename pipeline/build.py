@@ -126,8 +126,9 @@ def run_build(
         raise UserError(f"no exported model at {onnx_path}: run `maskbnn export --net {net}` first")
     out = Path(out) if out else build_dir(net, board)
     with folder_lock(out, f"maskbnn build --net {net} --board {board}"):
-        # The old summary and verification go first: a build killed part-way is not a build.
-        remove(*(out / n for n in (*STAMPS, "time_per_step.json")))
+        # The old summary, verification and graphs go first: a build killed part-way leaves
+        # nothing that a later stage (or Make) could take for a finished build.
+        remove(*(out / n for n in (*STAMPS, "time_per_step.json", "hw_model.onnx", "program.npz")))
         return _run_steps(cfg, net, onnx_path, board, out, finn_minimize)
 
 

@@ -72,7 +72,8 @@ def _finished_build(root: Path) -> Path:
     out.mkdir(parents=True)
     (root / NET / "export").mkdir()
     (root / NET / "export" / "export.json").write_text("{}")
-    for name in ("build.json", "verification.json", "verification.md", "verified.stamp"):
+    for name in ("hw_model.onnx", "build.json", "verification.json", "verification.md",
+                 "verified.stamp"):  # fmt: skip
         time.sleep(0.01)
         (out / name).write_text("{}")
     return out
@@ -101,7 +102,7 @@ def test_a_build_killed_part_way_leaves_make_out_of_date(tmp_path, exported, mon
     monkeypatch.setattr(build, "steps", steps_then_killed)
     with pytest.raises(KeyboardInterrupt):
         build.run_build(NET, exported.topk, BOARD, out)
-    for stamp in ("build.json", "verified.stamp", "verification.json"):
+    for stamp in ("build.json", "verified.stamp", "verification.json", "hw_model.onnx"):
         assert not (out / stamp).exists(), stamp
     assert not make_up_to_date(tmp_path)
     assert (out / "intermediate_models" / "qonnx_to_finn.onnx").is_file()  # it did start
