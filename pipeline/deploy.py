@@ -517,8 +517,8 @@ def run(args: argparse.Namespace) -> int:
     hw_model = args.hw_model or build / "hw_model.onnx"
     if args.finn_settings is None and not hw_model.is_file():
         raise UserError(
-            f"no hardware graph at {hw_model}: run `make verify NET={args.net} BOARD={args.board}` "
-            "first (it builds and verifies)"
+            f"no hardware graph at {hw_model}: run `make build NET={args.net} BOARD={args.board}` "
+            f"(and `make verify NET={args.net} BOARD={args.board}`) first"
         )
     program = args.program or build / "program.npz"
     if not program.is_file() and hw_model.is_file():
