@@ -21,7 +21,7 @@ DEPS := requirements/torch.txt requirements/build.txt requirements/nodeps.txt re
 # an unchanged tree makes `make setup` a no-op that takes well under a second.
 STAMP := $(VENV)/.setup-$(shell cat $(DEPS) 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: help setup test test-fast lint format data demo train evaluate export estimate estimates \
+.PHONY: help setup test test-fast lint format data demo train evaluate export build estimate estimates \
 	verify rtlsim bitstream deploy fold fold-all fold-report bench ops methods-table docker-image \
 	docker-demo docker-bitstream docker-test clean
 
@@ -31,7 +31,7 @@ help:
 	@echo "make data SOURCE=DIR       prepare a MaskedFace-Net folder into build/data/"
 	@echo "make train NET=.. [EPOCHS=N DATA=DIR]   train (default data: the shipped sample)"
 	@echo "make evaluate NET=.. [DATA=DIR]         evaluate the shipped weights on every image of DATA"
-	@echo "make export|estimate|verify NET=.. BOARD=Pynq-Z1|Pynq-Z2   QONNX, FINN build, golden chain"
+	@echo "make export|build|verify NET=.. BOARD=Pynq-Z1|Pynq-Z2   QONNX, FINN build, golden chain"
 	@echo "make bitstream NET=.. BOARD=..          HLS/RTL sources -> bitfile (needs Vivado; else says how)"
 	@echo "make deploy NET=.. BOARD=..             board package: driver wheel, golden vectors, bitstream"
 	@echo "make fold NET=.. BOARD=..  |  make fold-report   folding optimizer and its comparison"
@@ -102,7 +102,7 @@ export: $(EXPORT_INDEX)
 $(EXPORT_INDEX): $(CKPT) | setup
 	$(MASKBNN) export --net $(NET) --checkpoint $(CKPT)
 
-estimate: $(BUILD_SUMMARY)
+build estimate: $(BUILD_SUMMARY)
 $(BUILD_SUMMARY): $(EXPORT_INDEX) build_configs/$(NET).yaml $(wildcard build_configs/folding/$(NET)_*.json) | setup
 	$(MASKBNN) build --net $(NET) --board $(BOARD)
 
@@ -196,4 +196,6 @@ clean:
 	rm -rf $(BUILD)
 
 models/pretrained/%.tar:
+	@test -f build_configs/$*.yaml || { echo "unknown network NET=$*; networks: \
+	  $(basename $(notdir $(wildcard build_configs/*.yaml)))" >&2; exit 2; }
 	@echo "no shipped weights $@: train them (make train NET=$*) and pass CKPT=path/to/best.tar" >&2; exit 2

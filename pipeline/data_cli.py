@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "summary":
         path = args.folder / "manifest.json"
         if not path.is_file():
-            raise UserError(f"{args.folder} has no manifest.json; run `maskbnn data prepare` first")
+            raise UserError(
+                f"{args.folder} has no manifest.json; run "
+                f"`maskbnn data prepare --source DIR --out {args.folder}` first"
+            )
         print(format_summary(json.loads(path.read_text())))
     else:
         per_side = {"test": args.test_per_class, "train": args.train_per_class}

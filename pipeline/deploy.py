@@ -29,15 +29,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from maskbnn.errors import UserError, VerificationError
 from maskbnn.paths import BUILD_DIR, REPO_ROOT, SAMPLE_DIR
 from maskbnn.pipeline.maskedface import (
     CLASSES,
     IMAGE_EXTENSIONS,
+    decode_file,
     label_from_filename,
-    to_model_input,
 )
 from maskbnn_board.deployment import FORMAT, sha256_of
 
@@ -144,12 +143,10 @@ def list_sample_images(folder: Path) -> list[Path]:
 
 
 def golden_inputs(files: list[Path], size: int = 32) -> np.ndarray:
-    """Pre-process with the training pipeline's function (the driver repeats it on the board)."""
+    """Decode and pre-process with the one function training and the board driver use."""
     out = np.empty((len(files), size, size, 3), np.uint8)
     for i, p in enumerate(files):
-        with Image.open(p) as img:
-            img.load()
-            out[i] = to_model_input(img, size)
+        out[i] = decode_file(p, size)
     return out
 
 
@@ -335,7 +332,7 @@ def write_golden(
             raise VerificationError(
                 f"golden outputs of the program disagree with the Brevitas model on "
                 f"{int((~agree).sum())} of {len(x)} images (first: {', '.join(bad)}); "
-                "run `make verify` to find the stage"
+                f"run `make verify NET={net}` with the build's BOARD to find the stage"
             )
     else:
         print(
@@ -510,12 +507,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from maskbnn.config import load_network_config
+
+    load_network_config(args.net)  # an unknown name is named before any advice to build it
     build = args.build_dir or BUILD_DIR / args.net / args.board
     hw_model = args.hw_model or build / "hw_model.onnx"
     if args.finn_settings is None and not hw_model.is_file():
         raise UserError(
             f"no hardware graph at {hw_model}: run `make build NET={args.net} BOARD={args.board}` "
-            "(and `make verify`) first"
+            f"(and `make verify NET={args.net} BOARD={args.board}`) first"
         )
     program = args.program or build / "program.npz"
     if not program.is_file() and hw_model.is_file():

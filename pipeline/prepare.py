@@ -27,7 +27,8 @@ import numpy as np
 from tqdm import tqdm
 
 from maskbnn.errors import UserError
-from maskbnn.pipeline.maskedface import CLASSES, DRAFT_SCALE, Item, load_image, scan
+from maskbnn.pipeline.maskedface import CLASSES, Item, load_image, scan
+from maskbnn_board.preprocess import DRAFT_SCALE
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")
