@@ -12,6 +12,8 @@ from pathlib import Path
 
 from maskbnn.config import BOARDS
 from maskbnn.paths import BUILD_DIR
+from maskbnn.pipeline.fabric import fabric, percent
+from maskbnn.pipeline.fabric import to_markdown as fabric_markdown
 
 WIDTHS = ("mask_1w1a_0.25", "mask_1w1a_0.5", "mask_1w1a")
 
@@ -50,6 +52,7 @@ def collect(report_dir: Path, model_path: Path, clock_ns: float, board: str, net
         )
     total = res.get("total", {})
     max_cycles = int(perf["max_cycles"])
+    fab = fabric(total, model, board, BOARDS[board])
     return {
         "network": net,
         "board": board,
@@ -68,6 +71,8 @@ def collect(report_dir: Path, model_path: Path, clock_ns: float, board: str, net
             k: round(100.0 * float(total.get(k, 0)) / XC7Z020[k], 1)
             for k in ("LUT", "BRAM_18K", "DSP")
         },
+        "fabric": fab,
+        "fabric_percent": percent(fab["total"], BOARDS[board]),
     }
 
 
@@ -94,6 +99,8 @@ def to_markdown(est: dict) -> str:
         f"| **total** | | | {t['max_cycles']:,} (max) | {t['LUT']:,.0f} | "
         f"{t['BRAM_18K']:,.0f} | {t['DSP']:,.0f} |"
     )
+    if "fabric" in est:
+        lines += ["", fabric_markdown(est["fabric"], est["fabric_percent"])]
     return "\n".join(lines) + "\n"
 
 

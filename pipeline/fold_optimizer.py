@@ -25,6 +25,7 @@ resources; that is the baseline the comparison report puts ours against.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -34,13 +35,19 @@ from maskbnn.config import BOARDS
 from maskbnn.errors import UserError
 from maskbnn.paths import BUILD_DIR
 from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
+from maskbnn.pipeline.fabric import DEVICES
 from maskbnn.pipeline.folding import attr_total, divisors
 from maskbnn.pipeline.hwgraph import base_op
 
-# Device totals FINN's estimates are compared with (BRAM counted in 18 Kb halves, as FINN does).
-DEVICES = {"xc7z020clg400-1": {"LUT": 53200, "BRAM_18K": 280}}
-DEFAULT_LUT_FRACTION = 0.85
-DEFAULT_BRAM_FRACTION = 0.95
+# Budget profiles. "default": the whole fabric (layers, inserted FIFOs/DWCs, shell, margin; see
+# fabric.py) within 80% LUT / 90% BRAM / 90% DSP, room for placement and routing. "max": the
+# layers alone within 85% LUT / 95% BRAM, for users who want to try a fuller device.
+PROFILES = {
+    "default": {"lut": 0.80, "bram": 0.90, "dsp": 0.90, "fabric": True},
+    "max": {"lut": 0.85, "bram": 0.95, "dsp": 1.0, "fabric": False},
+}
+DEFAULT_LUT_FRACTION = PROFILES["max"]["lut"]
+DEFAULT_BRAM_FRACTION = PROFILES["max"]["bram"]
 # Zynq-7000 -1 speed grade: global clock buffers top out at 464 MHz (DS187); no design goes faster.
 MIN_CLOCK_NS = 1000.0 / 464.0
 # FINN's HLS weight streams are ap_uint<PE*SIMD*W>, which Vitis HLS caps at this width.
@@ -62,18 +69,23 @@ SIMPLE = {
 class Budget:
     lut: int
     bram18: int
+    dsp: int = 0
 
     @classmethod
-    def of(cls, part: str, lut_fraction: float, bram_fraction: float) -> Budget:
+    def of(
+        cls, part: str, lut_fraction: float, bram_fraction: float, dsp_fraction: float = 1.0
+    ) -> Budget:
         if part not in DEVICES:
             raise UserError(f"no resource totals for part {part}; known: {', '.join(DEVICES)}")
-        for name, f in (("LUT", lut_fraction), ("BRAM", bram_fraction)):
+        for name, f in (("LUT", lut_fraction), ("BRAM", bram_fraction), ("DSP", dsp_fraction)):
             if not 0 < f <= 1:
                 raise UserError(f"{name} budget {f} must be a fraction in (0, 1], e.g. 0.85")
         dev = DEVICES[part]
         # BRAM budgets are whole BRAM36 (two BRAM18 each), as the issue states them.
         return cls(
-            int(dev["LUT"] * lut_fraction), 2 * math.floor(dev["BRAM_18K"] / 2 * bram_fraction)
+            int(dev["LUT"] * lut_fraction),
+            2 * math.floor(dev["BRAM_18K"] / 2 * bram_fraction),
+            int(dev["DSP"] * dsp_fraction),
         )
 
 
@@ -85,6 +97,7 @@ class Option:
     cycles: int
     lut: int
     bram: int
+    dsp: int = 0
 
 
 @dataclass
@@ -104,8 +117,11 @@ class FoldResult:
     units: list[Unit]
     choice: dict[str, Option]  # unit name -> chosen option
     binding: str  # what stops a faster folding: "LUT", "BRAM", "LUT or BRAM", "LUT+BRAM",
-    # or "parallelism" (every layer at its largest legal parallelism)
+    # "DSP", ... or "parallelism" (every layer at its largest legal parallelism)
     next_cycles: int | None  # the next faster cycle target, which does not fit
+    profile: str = "max"
+    fabric: dict | None = None  # the whole fabric of the choice (profile "default")
+    layer_budget: Budget | None = None  # what the layers may use once the rest is taken
 
     @property
     def max_cycles(self) -> int:
@@ -124,6 +140,10 @@ class FoldResult:
         return sum(o.bram for o in self.choice.values())
 
     @property
+    def dsp(self) -> int:
+        return sum(o.dsp for o in self.choice.values())
+
+    @property
     def bottleneck(self) -> str:
         return max(self.choice, key=lambda u: self.choice[u].cycles)
 
@@ -140,12 +160,19 @@ class FoldResult:
             "board": self.board,
             "part": self.part,
             "clock_ns": self.clock_ns,
-            "budget": {"LUT": self.budget.lut, "BRAM_18K": self.budget.bram18},
+            "profile": self.profile,
+            "budget": {
+                "LUT": self.budget.lut,
+                "BRAM_18K": self.budget.bram18,
+                "DSP": self.budget.dsp,
+                "applies_to": "whole fabric" if self.fabric else "layers",
+            },
             "fps": round(self.fps, 1),
             "max_cycles": self.max_cycles,
             "bottleneck": self.bottleneck,
             "LUT": self.lut,
             "BRAM_18K": self.bram,
+            "DSP": self.dsp,
             "binding": self.binding,
             "next_cycles": self.next_cycles,
         }
@@ -158,18 +185,25 @@ def _price(model, attrs: dict, part: str) -> Option:
     """Set `attrs` on the nodes, read FINN's estimates, restore nothing (callers copy the model)."""
     from qonnx.custom_op.registry import getCustomOp
 
-    cycles = lut = bram = 0
     for name, values in attrs.items():
         inst = getCustomOp(model.get_node_from_name(name))
         for k, v in values.items():
             inst.set_nodeattr(k, v)
-    for name in attrs:
-        inst = getCustomOp(model.get_node_from_name(name))
+    return _estimate(model, [model.get_node_from_name(n) for n in attrs], part, attrs)
+
+
+def _estimate(model, nodes, part: str, attrs: dict) -> Option:
+    from qonnx.custom_op.registry import getCustomOp
+
+    cycles = lut = bram = dsp = 0
+    for node in nodes:
+        inst = getCustomOp(node)
         res = inst.node_res_estimation(part)
         cycles = max(cycles, int(inst.get_exp_cycles()))
         lut += int(res["LUT"])
         bram += int(res["BRAM_18K"])
-    return Option(attrs, cycles, lut, bram)
+        dsp += int(res["DSP"])
+    return Option(attrs, cycles, lut, bram, dsp)
 
 
 def _swg_of(model, node):
@@ -192,15 +226,14 @@ def _mvau_options(model, node, part: str, max_simd: int | None = None) -> list[O
         for simd in divisors(mw):
             if pe * simd * wbits > MAX_AP_INT_W or (max_simd and simd > max_simd):
                 continue
-            for style in MVAU_RAM_STYLES:
+            for style, res_type in itertools.product(MVAU_RAM_STYLES, _res_types(node, inst)):
                 attrs = {
                     node.name: {
                         "PE": pe,
                         "SIMD": simd,
                         "ram_style": style,
                         "mem_mode": "internal_decoupled",
-                        # FINN's RTL MVU is built from DSP slices only (hw_codegen refuses "lut")
-                        "resType": "dsp" if node.op_type == "MVAU_rtl" else "lut",
+                        "resType": res_type,
                     }
                 }
                 if swg_inst is None:
@@ -218,6 +251,20 @@ def _mvau_options(model, node, part: str, max_simd: int | None = None) -> list[O
                     }
                     options.append(_price(model, full, part))
     return options
+
+
+def _res_types(node, inst) -> tuple[str, ...]:
+    """Where the MVAU's multipliers may go. FINN's RTL MVU is built from DSP slices only
+    (hw_codegen refuses "lut"). The HLS MVAU's resType="dsp" binds finn-hlslib's multiply to a
+    DSP48, which only exists when both operands are multi-bit: with bipolar weights (Binary in
+    interpret.hpp) the product is a select between x and -x, with XNOR it is a gate; there is no
+    multiplier for Vitis HLS to bind, yet FINN's estimate would count P*SIMD DSPs and no LUTs."""
+    if node.op_type == "MVAU_rtl":
+        return ("dsp",)
+    multi_bit = all(inst.get_input_datatype(i).bitwidth() >= 2 for i in (0, 1))
+    if multi_bit and not inst.get_nodeattr("binaryXnorMode"):
+        return ("lut", "dsp")
+    return ("lut",)
 
 
 def _parallel_window_ok(swg_inst) -> bool:
@@ -282,60 +329,56 @@ def build_units(model, part: str, max_simd: int | None = None) -> list[Unit]:
     fixed = [n for n in work.graph.node if n.name not in claimed]
     if fixed:  # layers without folding attributes still cost cycles and resources
         units.append(
-            Unit("(unfolded layers)", [n.name for n in fixed], [_price_fixed(work, fixed, part)])
+            Unit("(unfolded layers)", [n.name for n in fixed], [_estimate(work, fixed, part, {})])
         )
     return units
-
-
-def _price_fixed(model, nodes, part: str) -> Option:
-    from qonnx.custom_op.registry import getCustomOp
-
-    cycles = lut = bram = 0
-    for node in nodes:
-        inst = getCustomOp(node)
-        res = inst.node_res_estimation(part)
-        cycles = max(cycles, int(inst.get_exp_cycles()))
-        lut += int(res["LUT"])
-        bram += int(res["BRAM_18K"])
-    return Option({}, cycles, lut, bram)
 
 
 # --- the search --------------------------------------------------------------------------------
 
 
 def _pareto(options: list[Option], max_cycles: int) -> list[Option]:
-    """Options meeting the cycle target that no other option beats in both LUT and BRAM."""
-    fit = sorted((o for o in options if o.cycles <= max_cycles), key=lambda o: (o.bram, o.lut))
+    """Options meeting the cycle target that no other option beats in LUT, BRAM and DSP."""
+    fit = sorted(
+        (o for o in options if o.cycles <= max_cycles), key=lambda o: (o.bram, o.dsp, o.lut)
+    )
     front: list[Option] = []
-    best_lut = math.inf
-    for o in fit:
-        if o.lut < best_lut:
+    for o in fit:  # sorted: an earlier option can dominate a later one, never the reverse
+        if not any(f.lut <= o.lut and f.bram <= o.bram and f.dsp <= o.dsp for f in front):
             front.append(o)
-            best_lut = o.lut
     return front
 
 
-def _fit(units: list[Unit], max_cycles: int, lut: float, bram: float) -> dict[str, Option] | None:
-    """One option per unit with cycles <= max_cycles within (lut, bram), least budget share;
-    None when no such choice exists. Exact: DP over total BRAM18 keeping the least LUT."""
-    states: dict[int, tuple[int, list[Option]]] = {0: (0, [])}
+def _fit(
+    units: list[Unit], max_cycles: int, lut: float, bram: float, dsp: float = math.inf
+) -> dict[str, Option] | None:
+    """One option per unit with cycles <= max_cycles within (lut, bram, dsp), least budget share;
+    None when no such choice exists. Exact: DP over total (BRAM18, DSP) keeping the least LUT
+    (layers without a DSP option add no DSP state, so the state space stays that of BRAM)."""
+    states: dict[tuple[int, int], tuple[int, list[Option]]] = {(0, 0): (0, [])}
     for unit in units:
         front = _pareto(unit.options, max_cycles)
         if not front:
             return None
-        nxt: dict[int, tuple[int, list[Option]]] = {}
-        for b, (lu, picked) in states.items():
+        nxt: dict[tuple[int, int], tuple[int, list[Option]]] = {}
+        for (b, d), (lu, picked) in states.items():
             for o in front:
-                nb, nl = b + o.bram, lu + o.lut
-                if nb > bram or nl > lut:
+                key, nl = (b + o.bram, d + o.dsp), lu + o.lut
+                if key[0] > bram or key[1] > dsp or nl > lut:
                     continue
-                if nb not in nxt or nl < nxt[nb][0]:
-                    nxt[nb] = (nl, [*picked, o])
+                if key not in nxt or nl < nxt[key][0]:
+                    nxt[key] = (nl, [*picked, o])
         if not nxt:
             return None
         states = nxt
-    share = {b: max(lu / max(lut, 1), b / max(bram, 1)) for b, (lu, _) in states.items()}
-    best = min(states, key=lambda b: (share[b], states[b][0] + b))
+
+    def share(key: tuple[int, int]) -> tuple[float, int]:
+        b, d = key
+        lu = states[key][0]
+        used = [lu / max(lut, 1), b / max(bram, 1)] + ([d / max(dsp, 1)] if d else [])
+        return max(used), lu + b + d
+
+    best = min(states, key=share)
     return {u.name: o for u, o in zip(units, states[best][1], strict=True)}
 
 
@@ -360,7 +403,7 @@ def fully_folded_front(units: list[Unit]) -> list[tuple[int, int]]:
     for unit in units:
         nxt: dict[int, int] = {}
         for b, lu in states.items():
-            for o in _pareto(unit.options, slowest):
+            for o in _pareto([o for o in unit.options if not o.dsp] or unit.options, slowest):
                 if b + o.bram not in nxt or lu + o.lut < nxt[b + o.bram]:
                     nxt[b + o.bram] = lu + o.lut
         states = nxt
@@ -376,7 +419,8 @@ def search(units: list[Unit], budget: Budget) -> tuple[dict[str, Option], str, i
     """The fastest choice within `budget`: (choice, binding resource, next faster target)."""
     targets = _cycle_targets(units)
     lo, hi = 0, len(targets) - 1
-    best = _fit(units, targets[hi], budget.lut, budget.bram18)
+    dsp = budget.dsp
+    best = _fit(units, targets[hi], budget.lut, budget.bram18, dsp)
     if best is None:
         front = fully_folded_front(units)
         ends = sorted({front[0], front[-1]}, key=lambda p: p[1])
@@ -388,26 +432,28 @@ def search(units: list[Unit], budget: Budget) -> tuple[dict[str, Option], str, i
         )
     while lo < hi:  # smallest index whose target fits
         mid = (lo + hi) // 2
-        got = _fit(units, targets[mid], budget.lut, budget.bram18)
+        got = _fit(units, targets[mid], budget.lut, budget.bram18, dsp)
         if got is not None:
             best, hi = got, mid
         else:
             lo = mid + 1
-    best = _fit(units, targets[lo], budget.lut, budget.bram18) or best
+    best = _fit(units, targets[lo], budget.lut, budget.bram18, dsp) or best
     if lo == 0:
         return best, "parallelism", None
     faster = targets[lo - 1]
-    lut_free = _fit(units, faster, math.inf, budget.bram18) is not None
-    bram_free = _fit(units, faster, budget.lut, math.inf) is not None
+    limits = {"LUT": budget.lut, "BRAM": budget.bram18, "DSP": dsp}
+
+    def fits_without(*free: str) -> bool:
+        lim = {k: math.inf if k in free else v for k, v in limits.items()}
+        return _fit(units, faster, lim["LUT"], lim["BRAM"], lim["DSP"]) is not None
+
     # "LUT or BRAM": more of either would do (memory styles trade one for the other);
     # "LUT+BRAM": only more of both together would.
-    binding = {
-        (True, True): "LUT or BRAM",
-        (True, False): "LUT",
-        (False, True): "BRAM",
-        (False, False): "LUT+BRAM",
-    }[(lut_free, bram_free)]
-    return best, binding, faster
+    alone = [k for k in limits if fits_without(k)]
+    if alone:
+        return best, " or ".join(alone), faster
+    pair = "LUT+BRAM" if fits_without("LUT", "BRAM") else "LUT+BRAM+DSP"
+    return best, pair, faster
 
 
 def optimize(
