@@ -34,16 +34,19 @@ from pathlib import Path
 from maskbnn.config import BOARDS
 from maskbnn.errors import UserError
 from maskbnn.paths import BUILD_DIR
-from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
-from maskbnn.pipeline.fabric import DEVICES
+from maskbnn.pipeline import (
+    calibration,
+    finn_env,  # noqa: F401  (FINN's environment before importing it)
+)
+from maskbnn.pipeline.fabric import DEVICES, RESOURCES, SHELL, fabric
 from maskbnn.pipeline.folding import attr_total, divisors
 from maskbnn.pipeline.hwgraph import base_op
 
 # Budget profiles. "default": the whole fabric (layers, inserted FIFOs/DWCs, shell, margin; see
-# fabric.py) within 80% LUT / 90% BRAM / 90% DSP, room for placement and routing. "max": the
+# fabric.py) within 80% LUT / 90% BRAM (room for placement and routing) and every DSP. "max": the
 # layers alone within 85% LUT / 95% BRAM, for users who want to try a fuller device.
 PROFILES = {
-    "default": {"lut": 0.80, "bram": 0.90, "dsp": 0.90, "fabric": True},
+    "default": {"lut": 0.80, "bram": 0.90, "dsp": 1.0, "fabric": True},
     "max": {"lut": 0.85, "bram": 0.95, "dsp": 1.0, "fabric": False},
 }
 DEFAULT_LUT_FRACTION = PROFILES["max"]["lut"]
@@ -461,14 +464,16 @@ def optimize(
     network: str,
     board: str,
     clock_ns: float = 10.0,
-    lut_fraction: float = DEFAULT_LUT_FRACTION,
-    bram_fraction: float = DEFAULT_BRAM_FRACTION,
+    lut_fraction: float | None = None,
+    bram_fraction: float | None = None,
     target_fps: float | None = None,
     max_simd: int | None = None,
+    profile: str = "default",
 ) -> FoldResult:
     """Fold the specialised hardware graph `model` for the highest estimated FPS in budget.
 
-    With `target_fps`, a folding that cannot reach it raises a UserError naming the binding
+    The `profile` (PROFILES) sets the budget fractions (`lut_fraction`/`bram_fraction` override
+    them) and whether they bound the whole fabric or the layers alone. With `target_fps`, a folding that cannot reach it raises a UserError naming the binding
     resource and the best FPS found (the best folding is on the error as `.result`).
     `max_simd` optionally caps MVAU SIMD (FINN's estimates do not price the depth of a wide
     popcount tree, which may limit the clock after synthesis)."""
@@ -476,22 +481,93 @@ def optimize(
         raise UserError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
     check_clock(clock_ns)
     part = BOARDS[board]
-    budget = Budget.of(part, lut_fraction, bram_fraction)
+    if profile not in PROFILES:
+        raise UserError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    prof = PROFILES[profile]
+    budget = Budget.of(
+        part,
+        prof["lut"] if lut_fraction is None else lut_fraction,
+        prof["bram"] if bram_fraction is None else bram_fraction,
+        prof["dsp"],
+    )
     if max_simd is not None and max_simd < 1:
         raise UserError(f"--max-simd {max_simd} must be at least 1")
     units = build_units(model, part, max_simd)
-    choice, binding, nxt = search(units, budget)
-    result = FoldResult(network, board, part, clock_ns, budget, units, choice, binding, nxt)
+    if prof["fabric"]:
+        choice, binding, nxt, fab, layer_budget = search_fabric(model, units, budget, board)
+    else:
+        (choice, binding, nxt), fab, layer_budget = search(units, budget), None, budget
+    result = FoldResult(network, board, part, clock_ns, budget, units, choice, binding, nxt,
+                        profile, fab, layer_budget)  # fmt: skip
     if target_fps is not None and result.fps < target_fps:
+        scope = "the whole fabric within" if fab else "the layers within"
         err = UserError(
             f"{network} on {board} cannot reach {target_fps:,.0f} FPS at "
-            f"{1000 / clock_ns:.0f} MHz within {budget.lut:,} LUT / {budget.bram18} BRAM18: "
+            f"{1000 / clock_ns:.0f} MHz with {scope} {budget.lut:,} LUT / {budget.bram18} BRAM18: "
             f"the best folding found gives {result.fps:,.0f} FPS ({result.lut:,} LUT, "
             f"{result.bram} BRAM18, bottleneck {result.bottleneck}); {explain(result)}"
         )
         err.result = result
         raise err
     return result
+
+
+def choice_fabric(model, choice: dict[str, Option], board: str, margin: dict | None = None):
+    """The whole fabric (fabric.py) of a choice: its attributes set on a copy of the graph."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    work = copy.deepcopy(model)
+    for o in choice.values():
+        for name, values in o.attrs.items():
+            inst = getCustomOp(work.get_node_from_name(name))
+            for k, v in values.items():
+                inst.set_nodeattr(k, v)
+    layers = {
+        "LUT": sum(o.lut for o in choice.values()),
+        "BRAM_18K": sum(o.bram for o in choice.values()),
+        "DSP": sum(o.dsp for o in choice.values()),
+    }
+    return fabric(layers, work, board, BOARDS[board], margin)
+
+
+def layer_budget(budget: Budget, extra: dict, margin: dict) -> Budget:
+    """What the layers may use when the whole fabric must stay within `budget`: the fabric is
+    (layers + extra) * (1 + margin) + shell, `extra` being FINN's estimate of what the bitstream
+    stage inserts (FIFOs, DWCs, IODMAs)."""
+
+    def room(total: int, k: str) -> int:
+        return max(0, math.floor((total - SHELL[k]) / (1 + margin[k])) - int(extra[k]))
+
+    return Budget(room(budget.lut, "LUT"), room(budget.bram18, "BRAM_18K"), room(budget.dsp, "DSP"))
+
+
+def search_fabric(model, units: list[Unit], budget: Budget, board: str, rounds: int = 12):
+    """`search` with the whole fabric in `budget`. What is inserted depends on the folding
+    (stream widths), so: search the layers in the budget left by the inserted parts measured so
+    far, measure the choice's fabric, and tighten until it fits (the inserted parts only grow)."""
+    margin = calibration.margin()
+    extra = {k: 0 for k in RESOURCES}
+    for _ in range(rounds):
+        lb = layer_budget(budget, extra, margin)
+        try:
+            choice, binding, nxt = search(units, lb)
+        except UserError as err:
+            raise UserError(
+                f"{err} (whole-fabric budget {budget.lut:,} LUT / {budget.bram18} BRAM18 / "
+                f"{budget.dsp} DSP leaves the layers {lb.lut:,} LUT / {lb.bram18} BRAM18 after "
+                "the FIFOs, width converters, shell and margin; see `--profile max`)"
+            ) from None
+        fab = choice_fabric(model, choice, board, margin)
+        limit = {"LUT": budget.lut, "BRAM_18K": budget.bram18, "DSP": budget.dsp}
+        over = {k: fab["total"][k] - limit[k] for k in RESOURCES}
+        if all(v <= 0 for v in over.values()):
+            return choice, binding, nxt, fab, lb
+        p = fab["parts"]
+        seen = {k: max(extra[k], p["dwc_fifo"][k] + p["iodma"][k]) for k in RESOURCES}
+        if seen == extra:  # rounding of the margin: take the excess off directly
+            seen = {k: extra[k] + max(0, over[k]) for k in RESOURCES}
+        extra = seen
+    raise RuntimeError(f"the whole-fabric search did not settle in {rounds} rounds: {extra}")
 
 
 def check_clock(clock_ns: float) -> None:
