@@ -356,8 +356,24 @@ def _fit(
     units: list[Unit], max_cycles: int, lut: float, bram: float, dsp: float = math.inf
 ) -> dict[str, Option] | None:
     """One option per unit with cycles <= max_cycles within (lut, bram, dsp), least budget share;
-    None when no such choice exists. Exact: DP over total (BRAM18, DSP) keeping the least LUT
-    (layers without a DSP option add no DSP state, so the state space stays that of BRAM)."""
+    None when no such choice exists."""
+    states = _states(units, max_cycles, lut, bram, dsp)
+    if states is None:
+        return None
+
+    def share(key: tuple[int, int]) -> tuple[float, int]:
+        b, d = key
+        lu = states[key][0]
+        used = [lu / max(lut, 1), b / max(bram, 1)] + ([d / max(dsp, 1)] if d else [])
+        return max(used), lu + b + d
+
+    best = min(states, key=share)
+    return {u.name: o for u, o in zip(units, states[best][1], strict=True)}
+
+
+def _states(units: list[Unit], max_cycles: int, lut: float, bram: float, dsp: float):
+    """Exact DP over total (BRAM18, DSP) keeping the least LUT and its options; None when
+    nothing fits (layers without a DSP option add no DSP state: the space stays that of BRAM)."""
     states: dict[tuple[int, int], tuple[int, list[Option]]] = {(0, 0): (0, [])}
     for unit in units:
         front = _pareto(unit.options, max_cycles)
@@ -374,15 +390,7 @@ def _fit(
         if not nxt:
             return None
         states = nxt
-
-    def share(key: tuple[int, int]) -> tuple[float, int]:
-        b, d = key
-        lu = states[key][0]
-        used = [lu / max(lut, 1), b / max(bram, 1)] + ([d / max(dsp, 1)] if d else [])
-        return max(used), lu + b + d
-
-    best = min(states, key=share)
-    return {u.name: o for u, o in zip(units, states[best][1], strict=True)}
+    return states
 
 
 def _cycle_targets(units: list[Unit]) -> list[int]:
@@ -590,10 +598,20 @@ def explain(result: FoldResult) -> str:
         )
     need = result.next_cycles
     fps = 1e9 / result.clock_ns / need if need else 0
-    return (
+    text = (
         f"{result.binding} binds: the next step ({need:,} cycles, {fps:,.0f} FPS) does not fit "
         f"the {result.binding} budget"
     )
+    lb = result.layer_budget or result.budget
+    if need and "LUT" in result.binding:  # how much more LUT the layers would need for it
+        alt = _states(result.units, need, math.inf, lb.bram18, lb.dsp)
+        if alt is not None:
+            lut = min(lu for lu, _ in alt.values())
+            text += (
+                f"; its cheapest folding needs {lut:,} LUT for the layers, "
+                f"{lut - lb.lut:,} more than they have"
+            )
+    return text
 
 
 def board_bound(units: list[Unit], budget: Budget, clock_ns: float) -> dict:

@@ -157,3 +157,13 @@ def test_published_calibration_estimate_is_finns(tmp_path):
     want = calibration.PUBLISHED[0]["estimate"]
     assert got == {"LUT": want["LUT"], "BRAM_18K": want["BRAM_18K"]}
     assert est["total"]["LUT"] == 23912  # the figure the issue quotes
+
+
+def test_explain_says_how_much_more_lut_the_next_step_needs():
+    opts = [fo.Option({}, 1000, 100, 0), fo.Option({}, 10, 900, 4), fo.Option({}, 10, 700, 9)]
+    units = [fo.Unit("a", ["a"], opts)]
+    budget = fo.Budget(500, 5, 0)
+    choice, binding, nxt = fo.search(units, budget)
+    res = fo.FoldResult("n", BOARD, "xc7z020clg400-1", 10.0, budget, units, choice, binding, nxt)
+    # within 5 BRAM18 the 10-cycle step costs 900 LUT (the 700-LUT one needs 9 BRAM18)
+    assert "needs 900 LUT for the layers, 400 more than they have" in fo.explain(res)
