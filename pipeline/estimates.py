@@ -83,9 +83,15 @@ def to_markdown(est: dict) -> str:
         f"{1000 / est['clock_ns']:.0f} MHz)",
         "",
         f"**{t['fps']:,.0f} FPS**, latency {t['latency_us']:.1f} us, bottleneck "
-        f"{t['bottleneck']} ({t['max_cycles']:,} cycles); LUT {t['LUT']:,.0f} "
+        f"{t['bottleneck']} ({t['max_cycles']:,} cycles); layers LUT {t['LUT']:,.0f} "
         f"({est['utilisation_percent']['LUT']}%), BRAM18 {t['BRAM_18K']:,.0f} "
-        f"({est['utilisation_percent']['BRAM_18K']}%), DSP {t['DSP']:,.0f}.",
+        f"({est['utilisation_percent']['BRAM_18K']}%), DSP {t['DSP']:,.0f}"
+        + (
+            f"; whole fabric LUT {est['fabric_percent']['LUT']}%, BRAM "
+            f"{est['fabric_percent']['BRAM_18K']}% (below)."
+            if "fabric_percent" in est
+            else "."
+        ),
         "",
         "| layer | PE | SIMD | cycles | LUT | BRAM18 | DSP |",
         "|---|---|---|---|---|---|---|",
@@ -144,14 +150,17 @@ def write_estimates(est: dict, out_dir: Path) -> dict[str, Path]:
 def summary_table(estimates: list[dict]) -> str:
     """One row per (network, board), for the README and the closing note."""
     lines = [
-        "| network | board | FPS | latency (us) | bottleneck | LUT | BRAM18 | DSP |",
-        "|---|---|---|---|---|---|---|---|",
+        "| network | board | FPS | latency (us) | bottleneck | LUT | BRAM18 | DSP "
+        "| whole fabric LUT % / BRAM % |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in estimates:
-        t = e["total"]
+        t, pct = e["total"], e.get("fabric_percent")
+        whole = f"{pct['LUT']} / {pct['BRAM_18K']}" if pct else "–"
         lines.append(
             f"| {e['network']} | {e['board']} | {t['fps']:,.0f} | {t['latency_us']:.1f} | "
-            f"{t['bottleneck']} | {t['LUT']:,.0f} | {t['BRAM_18K']:,.0f} | {t['DSP']:,.0f} |"
+            f"{t['bottleneck']} | {t['LUT']:,.0f} | {t['BRAM_18K']:,.0f} | {t['DSP']:,.0f} | "
+            f"{whole} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -196,7 +205,9 @@ def run(args: argparse.Namespace) -> int:
                         "clock_ns",
                         "total",
                         "utilisation_percent",
+                        "fabric_percent",
                     )
+                    if k in r
                 }
                 for r in rows
             ],

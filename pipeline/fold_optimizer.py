@@ -1,5 +1,5 @@
-"""Folding optimizer: the PE/SIMD/memory style per layer that maximises FINN's estimated FPS
-within a LUT and BRAM budget.
+"""Folding optimizer: the PE/SIMD/memory style/multiplier resource per layer that maximises FINN's
+estimated FPS within a LUT, BRAM and DSP budget (of the whole fabric by default, see fabric.py).
 
 Everything is priced by FINN's own per-node functions (``get_exp_cycles``,
 ``node_res_estimation``: the same ones ``res_estimation`` and the estimate reports use); nothing is
@@ -13,13 +13,17 @@ attributes, so the problem separates into *units* that must be folded together:
 - a Pool with its depthwise SWG (SWG SIMD = Pool PE);
 - any other layer with a folding attribute (Thresholding PE, LabelSelect PE, ...).
 
-For a cycle target T every unit has a set of legal options meeting it, each with a (LUT, BRAM)
-cost. Whether T fits the budget is a two-resource choice of one option per unit, solved exactly
-by dynamic programming over BRAM18 (an integer below ~300) keeping the least LUT. A binary search
+For a cycle target T every unit has a set of legal options meeting it, each with a (LUT, BRAM,
+DSP) cost. Whether T fits the budget is a choice of one option per unit, solved exactly by dynamic
+programming over (BRAM18, DSP) (small integers) keeping the least LUT. A binary search
 over the finitely many cycle values gives the smallest feasible T, i.e. the highest FPS FINN's
 estimates allow; among the foldings reaching it we keep the one using the least of the budget.
 FINN's SetFolding instead folds each layer independently to a fixed target and never looks at
 resources; that is the baseline the comparison report puts ours against.
+
+What the bitstream adds around the layers (FIFOs, width converters, shell, margin) depends on the
+folding through the stream widths, so the whole-fabric budget is met by `search_fabric`: search
+the layers in what is left, measure the choice's whole fabric, tighten, repeat.
 """
 
 from __future__ import annotations
