@@ -167,3 +167,14 @@ def test_explain_says_how_much_more_lut_the_next_step_needs():
     res = fo.FoldResult("n", BOARD, "xc7z020clg400-1", 10.0, budget, units, choice, binding, nxt)
     # within 5 BRAM18 the 10-cycle step costs 900 LUT (the 700-LUT one needs 9 BRAM18)
     assert "needs 900 LUT for the layers, 400 more than they have" in fo.explain(res)
+
+
+def test_committed_mask_foldings_fit_the_whole_fabric_by_their_records():
+    rows = json.loads((BUILD_CONFIGS / "folding" / "folding_records.json").read_text())
+    got = {(r["network"], r["board"]): r for r in rows}
+    for net in ("mask_1w1a", "mask_1w1a_0.5", "mask_1w1a_0.25", "cnv_1w1a"):
+        for board in ("Pynq-Z1", "Pynq-Z2"):
+            r = got[(net, board)]
+            assert r["profile"] == "default" and r["budget"]["applies_to"] == "whole fabric"
+            pct = r["finn"]["fabric_percent"]  # FINN's estimates through the build's steps
+            assert pct["LUT"] <= 80 and pct["BRAM_18K"] <= 90 and pct["DSP"] <= 100
