@@ -485,8 +485,9 @@ def optimize(
     """Fold the specialised hardware graph `model` for the highest estimated FPS in budget.
 
     The `profile` (PROFILES) sets the budget fractions (`lut_fraction`/`bram_fraction` override
-    them) and whether they bound the whole fabric or the layers alone. With `target_fps`, a folding that cannot reach it raises a UserError naming the binding
-    resource and the best FPS found (the best folding is on the error as `.result`).
+    them) and whether they bound the whole fabric or the layers alone. With `target_fps`, a
+    folding that cannot reach it raises a UserError naming the binding resource and the best FPS
+    found (the best folding is on the error as `.result`).
     `max_simd` optionally caps MVAU SIMD (FINN's estimates do not price the depth of a wide
     popcount tree, which may limit the clock after synthesis)."""
     if board not in BOARDS:
