@@ -10,10 +10,12 @@ Pairs come from two places:
 
 - published builds (PUBLISHED below, source named on each row); their FINN+ 1.6.1 estimate is the
   one ``maskbnn fold-report`` recomputes from the published folding (a slow test checks it);
-- our own builds: every ``bitstreams/NET/BOARD/manifest.json`` whose ``post_synthesis`` holds
-  FINN's ``post_synth_resources.json`` (key ``"(top)"``: the whole design) and whose
-  ``estimates.fabric`` holds our estimate of the same folding before the margin. Once one exists,
-  only our own builds set the margin (same tools, same shell), so it tightens with every build.
+- our own builds: every ``bitstreams/NET/BOARD/manifest.json`` whose ``post_synthesis.resources``
+  holds FINN's ``post_synth_resources.json`` (``"(top)"``: the whole design; one row per node).
+  With ``estimates.fabric`` (our estimate before the margin) the pair is the whole design; with
+  only FINN's layer totals in ``estimates``, it is the layers' post-synthesis rows vs those totals.
+  Once one exists, only our own builds set the margin (same tools), so it tightens with every
+  build.
 """
 
 from __future__ import annotations
@@ -47,31 +49,60 @@ PUBLISHED = [
 ]
 
 
+def _post(res: dict) -> dict[str, int]:
+    """LUT / BRAM18 / DSP of one entry of FINN's post_synth_resources.json."""
+    return {
+        "LUT": int(res.get("LUT", 0)),
+        "BRAM_18K": 2 * int(res.get("BRAM_36K", 0)) + int(res.get("BRAM_18K", 0)),
+        "DSP": int(res.get("DSP", res.get("DSP48", 0))),
+    }
+
+
+NOT_LAYERS = ("(top)", "top_", "StreamingFIFO", "StreamingDataWidthConverter", "IODMA")
+
+
+def own_pair(man: dict, shell: dict) -> dict | None:
+    """One manifest's pair, or None before synthesis. With our whole-fabric estimate in the
+    manifest (``estimates.fabric``): the whole design, the shell figure taken off both sides.
+    Without it: the layers alone, FINN's per-node post-synthesis rows vs its layer estimate."""
+    try:
+        res = man["post_synthesis"]["resources"]
+        est = man["estimates"]
+    except (KeyError, TypeError):
+        return None
+    if not isinstance(res, dict) or "(top)" not in res:
+        return None
+    if "fabric" in est:
+        before, top = est["fabric"]["before_margin"], _post(res["(top)"])
+        post = {k: top[k] - int(shell[k]) for k in RESOURCES}
+        estimate = {k: int(before[k]) - int(shell[k]) for k in RESOURCES}
+        scope = "whole design less the shell figure"
+    else:
+        rows = [_post(v) for k, v in res.items() if not k.startswith(NOT_LAYERS)]
+        post = {k: sum(r[k] for r in rows) for k in RESOURCES}
+        estimate = {k: int(est.get(k, 0)) for k in RESOURCES}
+        scope = "layers"
+    return {"post": post, "estimate": estimate, "scope": scope}
+
+
 def own_pairs(root: Path = REPO_ROOT / "bitstreams", shell: dict | None = None) -> list[dict]:
-    """Pairs from our released bitstreams, excluding the shell figure on both sides so that they
-    compare like the published ones: FINN's own post-synthesis report minus the shell vs our
-    estimate of the same folding before the margin minus the shell."""
+    """Pairs from our released bitstreams (``bitstreams/NET/BOARD/manifest.json``)."""
     from maskbnn.pipeline.fabric import SHELL
 
-    shell = SHELL if shell is None else shell
     rows = []
     for path in sorted(Path(root).glob("*/*/manifest.json")):
         try:
             man = json.loads(path.read_text())
-            top = man["post_synthesis"]["resources"]["(top)"]
-            est = man["estimates"]["fabric"]["before_margin"]
-        except (KeyError, TypeError, json.JSONDecodeError):
-            continue  # no synthesis yet (or no fabric estimate): nothing to compare
-        post = {
-            "LUT": int(top.get("LUT", 0)),
-            "BRAM_18K": 2 * int(top.get("BRAM_36K", 0)) + int(top.get("BRAM_18K", 0)),
-            "DSP": int(top.get("DSP", top.get("DSP48", 0))),
-        }
+        except json.JSONDecodeError:
+            continue
+        pair = own_pair(man, SHELL if shell is None else shell)
+        if pair is None:
+            continue  # not synthesised yet: nothing to compare
         rows.append({
-            "design": f"{man.get('network')} on {man.get('board')} (our build)",
+            "design": f"{man.get('network')} on {man.get('board')} (our build, {pair['scope']})",
             "source": path.relative_to(Path(root).parent).as_posix(),
-            "post": {k: post[k] - int(shell[k]) for k in RESOURCES},
-            "estimate": {k: int(est[k]) - int(shell[k]) for k in RESOURCES},
+            "post": pair["post"],
+            "estimate": pair["estimate"],
             "current": True,
             "own": True,
         })  # fmt: skip

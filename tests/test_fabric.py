@@ -178,3 +178,23 @@ def test_committed_mask_foldings_fit_the_whole_fabric_by_their_records():
             assert r["profile"] == "default" and r["budget"]["applies_to"] == "whole fabric"
             pct = r["finn"]["fabric_percent"]  # FINN's estimates through the build's steps
             assert pct["LUT"] <= 80 and pct["BRAM_18K"] <= 90 and pct["DSP"] <= 100
+
+
+def test_todays_manifest_format_joins_as_a_layers_pair(tmp_path):
+    """bitstream.py's manifest carries FINN's layer totals as `estimates` and FINN's
+    post_synth_resources.json (one row per node) as `post_synthesis.resources`."""
+    d = tmp_path / NET / BOARD
+    d.mkdir(parents=True)
+    res = {"(top)": {"LUT": 40000, "BRAM_36K": 60, "BRAM_18K": 3, "DSP": 0},
+           "top_smartconnect_0_0": {"LUT": 900, "BRAM_36K": 0, "BRAM_18K": 0, "DSP": 0},
+           "MVAU_hls_0": {"LUT": 12000, "BRAM_36K": 10, "BRAM_18K": 1, "DSP": 0},
+           "MVAU_hls_1": {"LUT": 20000, "BRAM_36K": 30, "BRAM_18K": 0, "DSP": 0},
+           "StreamingFIFO_rtl_0": {"LUT": 500, "BRAM_36K": 2, "BRAM_18K": 0, "DSP": 0},
+           "IODMA_hls_0": {"LUT": 1500, "BRAM_36K": 1, "BRAM_18K": 0, "DSP": 0}}  # fmt: skip
+    man = {"network": NET, "board": BOARD, "post_synthesis": {"resources": res},
+           "estimates": {"LUT": 30000.0, "BRAM_18K": 80.0, "DSP": 0.0, "fps": 1.0}}  # fmt: skip
+    (d / "manifest.json").write_text(json.dumps(man))
+    (own,) = [r for r in calibration.table(tmp_path) if r["own"]]
+    assert own["post"] == {"LUT": 32000, "BRAM_18K": 81, "DSP": 0}  # the two layers only
+    assert own["estimate"] == {"LUT": 30000, "BRAM_18K": 80, "DSP": 0}
+    assert calibration.margin(calibration.table(tmp_path))["LUT"] == round(32000 / 30000 - 1, 3)
