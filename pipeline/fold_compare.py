@@ -264,7 +264,7 @@ def to_markdown(rows: list[dict]) -> str:
             met = r["ours"]["fps"] >= r["target_fps"]
             lines.append(
                 f"- {r['network']} ({r['board']}): target {r['target_fps']:,} FPS "
-                + ("met." if met else f"not met: {r['binding']} binds ({r.get('explain', '')}).")
+                + ("met." if met else f"not met: {r.get('explain', '')}.")
             )
         if "ours" in r:
             lines.append(
