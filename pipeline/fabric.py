@@ -37,12 +37,12 @@ SHELL = {
 INSERTED = ("StreamingFIFO", "StreamingDataWidthConverter")
 
 
-def _sum(model, part: str, prefixes: tuple[str, ...], skip: set[str]) -> dict:
+def _sum(model, part: str, prefixes: tuple[str, ...]) -> dict:
     from qonnx.custom_op.registry import getCustomOp
 
     out = {k: 0 for k in RESOURCES} | {"nodes": 0}
     for node in model.graph.node:
-        if node.op_type.startswith(prefixes) and node.name not in skip:
+        if node.op_type.startswith(prefixes):
             res = getCustomOp(node).node_res_estimation(part)
             for k in RESOURCES:
                 out[k] += int(res[k])
@@ -63,13 +63,14 @@ def inserted_parts(model, board: str, part: str) -> dict[str, dict]:
         def _resolve_fpga_part(self) -> str:
             return part
 
-    before = {n.name for n in model.graph.node if n.op_type.startswith(INSERTED)}
     work = insert_minimal_fifos(copy.deepcopy(model), _Part())
     work = work.transform(InsertIODMA(pynq_native_port_width[board]))
     work = work.transform(InsertDWC()).transform(SpecializeLayers(part))
+    # any FIFO/DWC already in the graph is in the layers' total: count only what was added
+    after, before = _sum(work, part, INSERTED), _sum(model, part, INSERTED)
     return {
-        "dwc_fifo": _sum(work, part, INSERTED, before),
-        "iodma": _sum(work, part, ("IODMA",), set()),
+        "dwc_fifo": {k: after[k] - before[k] for k in after},
+        "iodma": _sum(work, part, ("IODMA",)),
     }
 
 
