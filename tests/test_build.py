@@ -21,6 +21,9 @@ def test_build_outputs_and_estimates(built_025):
     assert est["total"]["max_cycles"] == cycles
     assert s["fps"] == pytest.approx(1e8 / cycles)
     assert "| MVAU_hls_8 |" in (d / "estimates.md").read_text()
+    # the committed default folding keeps the whole fabric (FIFOs, shell, margin) within budget
+    assert est["fabric_percent"]["LUT"] <= 80 and est["fabric_percent"]["BRAM_18K"] <= 90
+    assert "## Whole fabric" in (d / "estimates.md").read_text()
 
 
 def test_finn_minimize_bit_width_bug_is_caught_and_fixed(built_025):
