@@ -417,6 +417,8 @@ def deploy(
         settings = settings_from_hw_model(hw_model, clock_mhz)
     else:
         raise UserError("deploy needs --hw-model (folded hardware graph) or --finn-settings")
+    # the driver cross-checks the (unhashed) manifest's identity fields against these
+    settings["maskbnn"].update(network=net, board=board)
     (dep / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
     shutil.copyfile(program, dep / "program.npz")
     artifacts = {"settings": "settings.json", "program": "program.npz"}
