@@ -16,7 +16,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MASKBNN := $(VENV)/bin/maskbnn
 BUILD := build
-DEPS := requirements/torch.txt requirements/build.txt requirements/nodeps.txt requirements/lock.txt pyproject.toml
+DEPS := requirements/torch.txt requirements/build.txt requirements/nodeps.txt requirements/lock.txt \
+	requirements/notebook.txt pyproject.toml
 # The stamp's name carries a hash of the dependency files: any change to them re-runs setup,
 # an unchanged tree makes `make setup` a no-op that takes well under a second.
 STAMP := $(VENV)/.setup-$(shell cat $(DEPS) 2>/dev/null | sha256sum | cut -c1-16)
@@ -57,6 +58,7 @@ $(STAMP): $(DEPS)
 	@$(call PIP,-r requirements/build.txt)
 	@$(call PIP,--no-deps -r requirements/nodeps.txt)
 	@$(call PIP,--no-deps -r requirements/lock.txt)
+	@$(call PIP,--no-deps -r requirements/notebook.txt)
 	@$(call PIP,--no-deps --no-build-isolation -e .)
 	@$(call PIP,--no-deps --no-build-isolation -e driver)
 	@command -v verilator >/dev/null || { echo "installing Debian's verilator (RTL-layer simulation)"; \
