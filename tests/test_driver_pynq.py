@@ -271,3 +271,49 @@ def test_the_board_notebook_runs_end_to_end(board_deploy, backend):
     assert f"backend {backend}" in text
     assert "golden agreement: 1000/1000" in text and "images/s through the driver path" in text
     assert ("no FPGA here" in text) == (backend == "emulate")
+
+
+# --- the oldest board Python ----------------------------------------------------------------------
+
+
+def python38() -> str | None:
+    """A Python 3.8 interpreter (PYNQ 2.7's), on PATH or in pyenv's versions."""
+    import os
+    import shutil
+
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    for cand in (shutil.which("python3.8"), *sorted(pyenv.glob("versions/3.8*/bin/python3.8"))):
+        check = [str(cand), "-c", "import sys; assert sys.version_info[:2] == (3, 8)"]
+        if cand and subprocess.run(check, capture_output=True).returncode == 0:
+            return str(cand)
+    return None
+
+
+@pytest.mark.slow
+def test_the_package_wheel_installs_offline_and_runs_on_python_38_with_numpy_120(
+    board_deploy, tmp_path
+):
+    """A PYNQ 2.7 image's Python: 3.8 with numpy 1.20 and Pillow already there. The package's
+    wheel installs with --no-deps --no-index and runs the golden vectors and the samples."""
+    py = python38()
+    if py is None:
+        pytest.skip("no Python 3.8 interpreter on this machine")
+    venv = tmp_path / "py38"
+    subprocess.run([py, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "numpy==1.20.3", "pillow==8.4.0"], check=True, capture_output=True)
+    wheel = next(board_deploy.parent.glob("maskbnn_board-*.whl"))
+    offline = subprocess.run([*pip, "--no-deps", "--no-index", str(wheel)], capture_output=True,
+                             text=True)  # fmt: skip
+    assert offline.returncode == 0, offline.stderr
+    out = tmp_path / "r"
+    proc = subprocess.run(
+        [str(venv / "bin" / "maskbnn-board"), "run", "--deploy", str(board_deploy), "--backend",
+         "emulate", "--golden", "--images", str(board_deploy.parent / "samples"), "--out",
+         str(out), "--no-progress"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["golden"]["golden_agreeing"] == summary["golden"]["golden_images"] == 1000
+    assert summary["images"] == 16 and summary["golden_agreeing"] == summary["golden_compared"]
