@@ -152,7 +152,7 @@ def test_the_double_refuses_register_misuse(built_025, tmp_path, small_original)
         ol = pynq.Overlay(str(dep / "accelerator.bit"))
         pynq.ps.Clocks.fclk0_mhz = 100.0
         buf = pynq.allocate((4, 32, 32, 1, 3), np.uint8, cacheable=True)
-        with pytest.raises(ValueError, match="must be int"):
+        with pytest.raises(ValueError, match="Data type must be int or bytes"):
             ol.idma0.write(0x1C, np.int64(4))  # PYNQ's MMIO takes plain int only
         with pytest.raises(ProtocolError, match="without writing 0x10, 0x14"):
             ol.idma0.write(0x1C, 4)
@@ -317,3 +317,24 @@ def test_the_package_wheel_installs_offline_and_runs_on_python_38_with_numpy_120
     summary = json.loads((out / "summary.json").read_text())
     assert summary["golden"]["golden_agreeing"] == summary["golden"]["golden_images"] == 1000
     assert summary["images"] == 16 and summary["golden_agreeing"] == summary["golden_compared"]
+
+
+def test_double_buffers_keep_the_cpu_cache_apart_from_memory():
+    """As on the Zynq's ARM cores: a cacheable buffer's writes reach memory through flush() only
+    (of the buffer or of a contiguous slice, at the slice's own address), memory reaches the CPU
+    through invalidate() only; a non-cacheable buffer is memory itself."""
+    with pynq_double() as pynq:
+        buf = pynq.allocate((4, 3), np.uint8, cacheable=True)
+        memory = buf._memory
+        buf[:] = 7
+        assert not memory.any()
+        buf[1:3].flush()
+        assert buf[1:3].physical_address == buf.physical_address + 3
+        assert memory.tolist() == [0] * 3 + [7] * 6 + [0] * 3
+        memory[:] = 9
+        assert (buf == 7).all()
+        buf.invalidate()
+        assert (buf == 9).all()
+        plain = pynq.allocate((5,), np.uint8, cacheable=False)
+        plain[:] = 5
+        assert plain._memory.tolist() == [5] * 5 and not plain.cacheable

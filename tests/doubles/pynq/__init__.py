@@ -34,33 +34,60 @@ Device.active_device = Device.devices[0]
 
 class PynqBuffer(np.ndarray):
     """A physically contiguous buffer. The array is the CPU's view; a cacheable buffer's memory,
-    which the DMA engines read and write, follows it only through flush() and invalidate()."""
+    which the DMA engines read and write, follows it only through flush() and invalidate(). As in
+    PYNQ, a contiguous slice is a buffer too: its address is offset, and its flush() covers it."""
 
     def __array_finalize__(self, obj) -> None:
-        self._owner = False  # views and copies are plain host arrays, not the allocation
+        if isinstance(obj, PynqBuffer) and getattr(obj, "_memory", None) is not None:
+            offset = self.virtual_address - obj.virtual_address
+            self.device_address = obj.device_address + offset
+            self.coherent, self._memory = obj.coherent, obj._memory
+            self._offset = obj._offset + offset
+        else:
+            self.device_address, self.coherent, self._memory, self._offset = None, None, None, 0
+        self._owner = False
 
-    def _whole(self) -> np.ndarray:
-        if not getattr(self, "_owner", False):
-            raise ValueError("flush/invalidate act on the allocated buffer, not a view of it")
-        return np.asarray(self).reshape(-1).view(np.uint8)
+    @property
+    def physical_address(self) -> int:
+        return self.device_address
+
+    @property
+    def virtual_address(self) -> int:
+        return self.__array_interface__["data"][0]
+
+    @property
+    def cacheable(self) -> bool:
+        return not self.coherent
+
+    def _span(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._memory is None or not self.flags.c_contiguous:
+            raise ValueError("flush/invalidate need a contiguous part of an allocated buffer")
+        memory = self._memory[self._offset : self._offset + self.nbytes]
+        return np.asarray(self).reshape(-1).view(np.uint8), memory
 
     def flush(self) -> None:
-        if self.cacheable:
-            self._memory[:] = self._whole()
+        if not self.coherent:
+            cpu, memory = self._span()
+            memory[:] = cpu
 
     def invalidate(self) -> None:
-        if self.cacheable:
-            self._whole()[:] = self._memory
+        if not self.coherent:
+            cpu, memory = self._span()
+            cpu[:] = memory
 
-    sync_to_device = flush
-    sync_from_device = invalidate
+    def sync_to_device(self) -> None:
+        self.flush()
+
+    def sync_from_device(self) -> None:
+        self.invalidate()
 
     def freebuffer(self) -> None:
-        if getattr(self, "_owner", False):
-            BOARD.memory.free(self.physical_address)
+        if self._owner:
+            BOARD.memory.free(self.device_address)
             self._owner = False
 
-    close = freebuffer
+    def close(self) -> None:
+        """Kept by PYNQ for backwards compatibility; frees nothing."""
 
 
 def allocate(shape, dtype="u4", target=None, **kwargs) -> PynqBuffer:
@@ -68,13 +95,11 @@ def allocate(shape, dtype="u4", target=None, **kwargs) -> PynqBuffer:
     cacheable = bool(kwargs.get("cacheable", False))
     host = np.zeros(shape, dtype)
     addr, memory = BOARD.memory.allocate(host.nbytes)
-    if cacheable:
-        buf = host.view(PynqBuffer)
-    else:  # not cacheable: the CPU writes straight to memory
-        buf = memory.view(host.dtype).reshape(host.shape).view(PynqBuffer)
-    buf._owner, buf._memory, buf.cacheable = True, memory, cacheable
-    buf.coherent = not cacheable
-    buf.physical_address = buf.device_address = addr
+    if not cacheable:  # the CPU writes straight to memory
+        host = memory.view(host.dtype).reshape(host.shape)
+    buf = host.view(PynqBuffer)
+    buf.device_address, buf.coherent, buf._memory, buf._offset = addr, not cacheable, memory, 0
+    buf._owner = True
     return buf
 
 
@@ -87,10 +112,14 @@ class MMIO:
             (n for n, d in _ip_dict().items() if d["phys_addr"] == base_addr), f"{base_addr:#x}"
         )
 
-    def read(self, offset: int = 0, length: int = 4, word_order: str = "little") -> int:
+    def read(self, offset: int = 0, **kwargs) -> int:
+        if offset % 4:
+            raise MemoryError("Unaligned read: offset must be multiple of 4.")
         return BOARD.read(self._ip, offset)
 
     def write(self, offset: int, data) -> None:
+        if offset % 4:
+            raise MemoryError("Unaligned write: offset must be multiple of 4.")
         BOARD.write(self._ip, offset, data)
 
 

@@ -115,8 +115,8 @@ class Board:
 
     # --- AXI-lite --------------------------------------------------------------------------
     def write(self, ip: str, offset: int, value) -> None:
-        if type(value) is not int:  # PYNQ's MMIO.write takes int or bytes, nothing else
-            raise ValueError(f"{ip} @ {offset:#x}: data type must be int, got {type(value)}")
+        if type(value) is not int:  # PYNQ's MMIO.write: `type(data) is int`, or bytes
+            raise ValueError(f"Data type must be int or bytes. ({ip} @ {offset:#x}: {type(value)})")
         if not 0 <= value < 1 << 32:
             raise ProtocolError(f"{ip} @ {offset:#x}: {value} does not fit a 32-bit register")
         self.log.append((ip, "write", offset, value))
