@@ -16,10 +16,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MASKBNN := $(VENV)/bin/maskbnn
 BUILD := build
-DEPS := requirements/torch.txt requirements/build.txt requirements/nodeps.txt requirements/lock.txt pyproject.toml
+DEPS := requirements/torch.txt requirements/build.txt requirements/nodeps.txt requirements/lock.txt \
+	requirements/notebook.txt pyproject.toml
 # The stamp's name carries a hash of the dependency files: any change to them re-runs setup,
 # an unchanged tree makes `make setup` a no-op that takes well under a second.
 STAMP := $(VENV)/.setup-$(shell cat $(DEPS) 2>/dev/null | sha256sum | cut -c1-16)
+# A second, small venv: FINN+'s board driver (numpy<2) as the referee of the board tests.
+BOARD_VENV := .venv-board
+BOARD_DEPS := requirements/board.txt driver/pyproject.toml
+BOARD_STAMP := $(BOARD_VENV)/.setup-$(shell cat $(BOARD_DEPS) 2>/dev/null | sha256sum | cut -c1-16)
 
 .PHONY: help setup test test-fast lint format data demo train evaluate export build estimate estimates \
 	verify rtlsim bitstream deploy fold fold-all fold-report bench ops methods-table docker-image \
@@ -41,10 +46,10 @@ help:
 	@echo "make docker-bitstream NET=.. BOARD=.. XILINX_ROOT=DIR   the bitstream in the image, Vivado mounted"
 	@echo "make docker-demo | docker-test         the demo in the image | build and check the image"
 
-setup: $(STAMP)
+setup: $(STAMP) $(BOARD_STAMP)
 
 # pip warns once per package about index folders this machine's pip.conf names but lacks; hide that.
-PIP = set -o pipefail; $(PY) -m pip install -q $(1) 2>&1 | { grep -v "is ignored: it is neither" || true; }
+PIP = set -o pipefail; $(or $(2),$(PY)) -m pip install -q $(1) 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
 $(STAMP): $(DEPS)
 	@command -v python3.11 >/dev/null || { echo "maskbnn needs python3.11 on PATH" >&2; exit 1; }
@@ -54,6 +59,7 @@ $(STAMP): $(DEPS)
 	@$(call PIP,-r requirements/build.txt)
 	@$(call PIP,--no-deps -r requirements/nodeps.txt)
 	@$(call PIP,--no-deps -r requirements/lock.txt)
+	@$(call PIP,--no-deps -r requirements/notebook.txt)
 	@$(call PIP,--no-deps --no-build-isolation -e .)
 	@$(call PIP,--no-deps --no-build-isolation -e driver)
 	@command -v verilator >/dev/null || { echo "installing Debian's verilator (RTL-layer simulation)"; \
@@ -61,6 +67,14 @@ $(STAMP): $(DEPS)
 	    { apt-get update -qq && apt-get install -y -qq verilator >/dev/null; }; \
 	  else sudo apt-get install -y -qq verilator >/dev/null; fi; }
 	rm -f $(VENV)/.setup-*
+	touch $@
+
+$(BOARD_STAMP): $(BOARD_DEPS)
+	test -x $(BOARD_VENV)/bin/python || python3.11 -m venv $(BOARD_VENV)
+	@echo "installing FINN+'s board driver (the referee) into $(BOARD_VENV)"
+	@$(call PIP,--no-deps -r requirements/board.txt,$(BOARD_VENV)/bin/python)
+	@$(call PIP,--no-deps --no-build-isolation -e driver,$(BOARD_VENV)/bin/python)
+	rm -f $(BOARD_VENV)/.setup-*
 	touch $@
 
 lint: setup

@@ -256,6 +256,16 @@ def build_wheel(out_dir: Path) -> Path:
     return dest
 
 
+NOTEBOOK = DRIVER_DIR / "notebooks" / "maskbnn_board.ipynb"
+
+
+def add_notebook(out: Path) -> Path:
+    """The board notebook (PYNQ boards serve Jupyter), beside deploy/ and samples/ it reads."""
+    dest = out / NOTEBOOK.name
+    shutil.copyfile(NOTEBOOK, dest)
+    return dest
+
+
 def find_one(folder: Path, patterns: tuple[str, ...]) -> Path | None:
     for pat in patterns:
         hits = sorted(folder.rglob(pat)) if folder.is_dir() else []
@@ -287,6 +297,9 @@ prints images/s, latency and the host / transfer / compute split.
 
 Anywhere else (a laptop, CI): add `--backend emulate` to run the same driver path with the
 bit-exact software model of the accelerator.
+
+Or open `maskbnn_board.ipynb` in the board's Jupyter (after the `pip3 install`): it classifies the
+samples and shows the faces, the confusion matrix, the golden agreement and images/s.
 
 Built {date} for clock {clock} MHz. Files and sha256: `deploy/manifest.json`.
 """
@@ -414,6 +427,8 @@ def deploy(
         settings = settings_from_hw_model(hw_model, clock_mhz)
     else:
         raise UserError("deploy needs --hw-model (folded hardware graph) or --finn-settings")
+    # the driver cross-checks the (unhashed) manifest's identity fields against these
+    settings["maskbnn"].update(network=net, board=board)
     (dep / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
     shutil.copyfile(program, dep / "program.npz")
     artifacts = {"settings": "settings.json", "program": "program.npz"}
@@ -455,6 +470,7 @@ def deploy(
             shutil.copyfile(p, out / "samples" / p.name)
             taken[lb] = taken.get(lb, 0) + 1
     wheel = build_wheel(out)
+    add_notebook(out)
     bit_status = (
         "This package holds the accelerator bitstream."
         if bitstream is not None
