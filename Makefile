@@ -16,14 +16,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MASKBNN := $(VENV)/bin/maskbnn
 BUILD := build
-DEPS := requirements/torch.txt requirements/build.txt requirements/nodeps.txt requirements/lock.txt pyproject.toml
+DEPS := requirements/torch.txt requirements/build.txt requirements/nodeps.txt requirements/lock.txt \
+	requirements/notebook.txt pyproject.toml
 # The stamp's name carries a hash of the dependency files: any change to them re-runs setup,
 # an unchanged tree makes `make setup` a no-op that takes well under a second.
 STAMP := $(VENV)/.setup-$(shell cat $(DEPS) 2>/dev/null | sha256sum | cut -c1-16)
+# A second, small venv: FINN+'s board driver (numpy<2) as the referee of the board tests.
+BOARD_VENV := .venv-board
+BOARD_DEPS := requirements/board.txt driver/pyproject.toml
+BOARD_STAMP := $(BOARD_VENV)/.setup-$(shell cat $(BOARD_DEPS) 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: help setup test test-fast lint format data demo train evaluate export estimate estimates \
+.PHONY: help setup test test-fast lint format data demo train evaluate export build estimate estimates \
 	verify rtlsim bitstream deploy fold fold-all fold-report bench ops methods-table docker-image \
-	docker-bitstream clean
+	docker-demo docker-bitstream docker-test clean
 
 help:
 	@echo "make demo                  set up, then run every stage on the shipped sample and weights"
@@ -31,19 +36,20 @@ help:
 	@echo "make data SOURCE=DIR       prepare a MaskedFace-Net folder into build/data/"
 	@echo "make train NET=.. [EPOCHS=N DATA=DIR]   train (default data: the shipped sample)"
 	@echo "make evaluate NET=.. [DATA=DIR]         evaluate the shipped weights on every image of DATA"
-	@echo "make export|estimate|verify NET=.. BOARD=Pynq-Z1|Pynq-Z2   QONNX, FINN build, golden chain"
+	@echo "make export|build|verify NET=.. BOARD=Pynq-Z1|Pynq-Z2   QONNX, FINN build, golden chain"
 	@echo "make bitstream NET=.. BOARD=..          HLS/RTL sources -> bitfile (needs Vivado; else says how)"
 	@echo "make deploy NET=.. BOARD=..             board package: driver wheel, golden vectors, bitstream"
 	@echo "make fold NET=.. BOARD=..  |  make fold-report   folding optimizer and its comparison"
 	@echo "make bench                 speed benchmarks, results in build/bench/"
 	@echo "make ops                   BOPs, FLOPs, OPs of every network (+ ImageNet Bi-Real-18 check)"
 	@echo "make methods-table         training methods: accuracy, BOPs, FINN deployable + estimates"
-	@echo "make docker-bitstream NET=.. BOARD=..   the bitstream in the FINN+ image, Vivado mounted"
+	@echo "make docker-bitstream NET=.. BOARD=.. XILINX_ROOT=DIR   the bitstream in the image, Vivado mounted"
+	@echo "make docker-demo | docker-test         the demo in the image | build and check the image"
 
-setup: $(STAMP)
+setup: $(STAMP) $(BOARD_STAMP)
 
 # pip warns once per package about index folders this machine's pip.conf names but lacks; hide that.
-PIP = set -o pipefail; $(PY) -m pip install -q $(1) 2>&1 | { grep -v "is ignored: it is neither" || true; }
+PIP = set -o pipefail; $(or $(2),$(PY)) -m pip install -q $(1) 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
 $(STAMP): $(DEPS)
 	@command -v python3.11 >/dev/null || { echo "maskbnn needs python3.11 on PATH" >&2; exit 1; }
@@ -53,6 +59,7 @@ $(STAMP): $(DEPS)
 	@$(call PIP,-r requirements/build.txt)
 	@$(call PIP,--no-deps -r requirements/nodeps.txt)
 	@$(call PIP,--no-deps -r requirements/lock.txt)
+	@$(call PIP,--no-deps -r requirements/notebook.txt)
 	@$(call PIP,--no-deps --no-build-isolation -e .)
 	@$(call PIP,--no-deps --no-build-isolation -e driver)
 	@command -v verilator >/dev/null || { echo "installing Debian's verilator (RTL-layer simulation)"; \
@@ -60,6 +67,14 @@ $(STAMP): $(DEPS)
 	    { apt-get update -qq && apt-get install -y -qq verilator >/dev/null; }; \
 	  else sudo apt-get install -y -qq verilator >/dev/null; fi; }
 	rm -f $(VENV)/.setup-*
+	touch $@
+
+$(BOARD_STAMP): $(BOARD_DEPS)
+	test -x $(BOARD_VENV)/bin/python || python3.11 -m venv $(BOARD_VENV)
+	@echo "installing FINN+'s board driver (the referee) into $(BOARD_VENV)"
+	@$(call PIP,--no-deps -r requirements/board.txt,$(BOARD_VENV)/bin/python)
+	@$(call PIP,--no-deps --no-build-isolation -e driver,$(BOARD_VENV)/bin/python)
+	rm -f $(BOARD_VENV)/.setup-*
 	touch $@
 
 lint: setup
@@ -101,7 +116,7 @@ export: $(EXPORT_INDEX)
 $(EXPORT_INDEX): $(CKPT) | setup
 	$(MASKBNN) export --net $(NET) --checkpoint $(CKPT)
 
-estimate: $(BUILD_SUMMARY)
+build estimate: $(BUILD_SUMMARY)
 $(BUILD_SUMMARY): $(EXPORT_INDEX) build_configs/$(NET).yaml $(wildcard build_configs/folding/$(NET)_*.json) | setup
 	$(MASKBNN) build --net $(NET) --board $(BOARD)
 
@@ -146,18 +161,55 @@ bench: setup
 	$(MASKBNN) bench-train
 	$(PY) -m maskbnn.pipeline.bench_verify
 	$(PY) -m maskbnn.pipeline.bench_driver
+	$(PY) -m maskbnn.pipeline.bench_prepare
+
+# --- the Docker image (Vivado mounted at run time) ----------------------------------------------
+# DOCKER_BUILD_OPTS / DOCKER_RUN_OPTS pass options through (e.g. --network host); CA_CERT is a PEM
+# file for networks whose proxy re-signs HTTPS; TORCH_WHEEL a local CPU torch wheel for networks
+# that cannot reach the PyTorch index; FINN_DEPS_FETCH=0 builds without FINN+'s dependencies.
+DOCKER_BUILD_OPTS ?=
+DOCKER_RUN_OPTS ?=
+CA_CERT ?=
+TORCH_WHEEL ?=
+FINN_DEPS_FETCH ?= 1
+DOCKER_USER ?= $(shell id -u):$(shell id -g)
+DOCKER_OUT ?= $(CURDIR)
+DOCKER_RUN = docker run --rm --user $(DOCKER_USER) $(DOCKER_RUN_OPTS) \
+	-v $(DOCKER_OUT)/build:/maskbnn/build -v $(DOCKER_OUT)/bitstreams:/maskbnn/bitstreams
 
 docker-image:
-	docker build -t $(IMAGE) --build-arg VIVADO_VERSION=$(VIVADO_VERSION) --build-arg XILINX_ROOT=$(XILINX_ROOT) .
+	docker/base-image.sh debian:bookworm-slim
+	$(if $(TORCH_WHEEL),cp $(TORCH_WHEEL) docker/wheels/)
+	docker build -t $(IMAGE) $(DOCKER_BUILD_OPTS) --build-arg VIVADO_VERSION=$(VIVADO_VERSION) \
+	  --build-arg XILINX_ROOT=$(XILINX_ROOT) --build-arg FINN_DEPS_FETCH=$(FINN_DEPS_FETCH) \
+	  $(if $(CA_CERT),--build-arg EXTRA_CA_CERT="$$(cat $(CA_CERT))") .
 
-docker-bitstream: docker-image
-	docker run --rm -v $(XILINX_ROOT):$(XILINX_ROOT):ro \
-	  -v $(CURDIR)/bitstreams:/maskbnn/bitstreams -v $(CURDIR)/build:/maskbnn/build \
+docker-demo: docker-image
+	mkdir -p $(DOCKER_OUT)/build $(DOCKER_OUT)/bitstreams
+	$(DOCKER_RUN) $(IMAGE) demo
+
+# The Xilinx install is checked before anything is built: docker would otherwise create an empty
+# root-owned folder for a missing mount source and the build would stop only at the bitstream.
+docker-bitstream:
+	@test -d "$(XILINX_ROOT)/Vivado/$(VIVADO_VERSION)" -o -d "$(XILINX_ROOT)/$(VIVADO_VERSION)/Vivado" || { \
+	  echo "no Vivado $(VIVADO_VERSION) under XILINX_ROOT=$(XILINX_ROOT): pass the folder that holds" \
+	    "Vivado/$(VIVADO_VERSION) (make docker-bitstream XILINX_ROOT=/path/to/Xilinx" \
+	    "VIVADO_VERSION=2022.2|2024.2 NET=$(NET) BOARD=$(BOARD))" >&2; exit 2; }
+	$(MAKE) --no-print-directory docker-image
+	mkdir -p $(DOCKER_OUT)/build $(DOCKER_OUT)/bitstreams
+	$(DOCKER_RUN) -v $(XILINX_ROOT):$(XILINX_ROOT):ro \
 	  $(if $(BOARD_FILES),-v $(BOARD_FILES):/board_files:ro) \
 	  $(IMAGE) bitstream NET=$(NET) BOARD=$(BOARD) $(if $(BOARD_FILES),BOARD_FILES=/board_files)
+
+# Builds the image and checks it: demo inside it, files owned by the caller, docker-bitstream
+# refusing a missing Xilinx folder at once, the image size (build/bench/docker.json).
+docker-test:
+	tests/docker/run.sh
 
 clean:
 	rm -rf $(BUILD)
 
 models/pretrained/%.tar:
+	@test -f build_configs/$*.yaml || { echo "unknown network NET=$*; networks: \
+	  $(basename $(notdir $(wildcard build_configs/*.yaml)))" >&2; exit 2; }
 	@echo "no shipped weights $@: train them (make train NET=$*) and pass CKPT=path/to/best.tar" >&2; exit 2

@@ -107,7 +107,7 @@ def load_network_config(name: str, folder: Path = BUILD_CONFIGS) -> NetworkConfi
         raise UserError(
             f"unknown network {name!r}; valid names: {', '.join(network_names(folder))}"
         )
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = load_yaml(path)
     try:
         cfg = NetworkConfig(
             name=_pop(raw, "name", path),
@@ -132,6 +132,23 @@ def load_network_config(name: str, folder: Path = BUILD_CONFIGS) -> NetworkConfi
     return cfg
 
 
+def load_yaml(path: Path) -> dict:
+    """A YAML file holding a mapping; invalid YAML is a UserError naming the file, line and column."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        why = getattr(err, "problem", None) or str(err)
+        raise UserError(f"{path}{at}: not valid YAML ({why})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of keys, got a {type(raw).__name__}")
+    return raw
+
+
 def _build_config(values: dict, path: Path) -> BuildConfig:
     values = dict(values)
     verify = _strict(VerifyConfig, values.pop("verify", None) or {}, f"{path}: build.verify")
@@ -154,10 +171,56 @@ def _pop(raw: dict, key: str, path: Path) -> Any:
     return raw.pop(key)
 
 
+# Smallest value of numeric keys that have one (a non-positive epoch count is the YAML's error).
+MINIMUM = {
+    (TrainConfig, "epochs"): 1,
+    (TrainConfig, "batch_size"): 2,
+    (TrainConfig, "warmup_epochs"): 0,
+    (BuildConfig, "target_fps"): 1,
+    (VerifyConfig, "images"): 1,
+    (VerifyConfig, "finn_images"): 0,
+    (VerifyConfig, "streamlined_images"): 0,
+}
+# Field annotation (as written above) -> accepted YAML value types.
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "dict": (dict,),
+    "tuple[int, ...]": (list,),
+    "tuple[str, ...]": (list,),
+}
+
+
 def _strict(cls: type, values: dict, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise UserError(f"{where}: expected a mapping of keys, got {values!r}")
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise UserError(f"{where}: unknown keys {unknown}; known: {sorted(names)}")
+    for key, v in values.items():
+        _check_value(names[key].type, v, f"{where}.{key}", MINIMUM.get((cls, key)))
     coerced = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return cls(**coerced)
+
+
+def _check_value(annotation: str, v: Any, where: str, minimum: float | None) -> None:
+    """A YAML value of the field's type (and at least `minimum`), else a UserError naming the key."""
+    options = [a.strip() for a in str(annotation).split("|")]
+    if v is None and "None" in options:
+        return
+    accepted = tuple(t for a in options for t in _TYPES.get(a, ()))
+    if len(accepted) < len([a for a in options if a != "None"]):
+        return  # an annotation this check does not know: the dataclass takes it as it is
+    bad_bool = isinstance(v, bool) and bool not in accepted
+    if bad_bool or not isinstance(v, accepted):
+        want = " or ".join(a for a in options if a != "None")
+        raise UserError(f"{where}: expected {want}, got {v!r}")
+    if isinstance(v, list):
+        inner = int if "int" in options[0] else str
+        if not all(isinstance(x, inner) and not isinstance(x, bool) for x in v):
+            raise UserError(f"{where}: expected a list of {inner.__name__}, got {v!r}")
+    if minimum is not None and v < minimum:
+        raise UserError(f"{where}: must be >= {minimum}, got {v!r}")

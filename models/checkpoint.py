@@ -1,9 +1,18 @@
 """Checkpoint files: upstream bnn_pynq's keys (state_dict, optim_dict, epoch, best_val_acc) plus the
-network name, written atomically; loading checks the network so a wrong file fails with a clear error."""
+network name, written atomically; loading checks the network so a wrong file fails with a clear error.
+
+Loading never runs code from the file: torch's weights-only unpickler rebuilds tensors and plain
+containers and refuses any other global before calling it. Our checkpoints hold nothing else (model,
+optimizer, scheduler and averaged-model state dicts, RNG byte tensors, numbers, strings, lists,
+dicts, collections.Counter for MultiStepLR's milestones, all in torch's own allow-list), so the
+project's allow-list of extra globals is empty; a class that a checkpoint must carry goes there.
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +22,8 @@ from torch import nn
 from maskbnn.errors import UserError
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+# Globals a checkpoint may name beyond torch's weights-only set (see the module docstring).
+CHECKPOINT_GLOBALS: tuple = ()
 
 
 def pretrained_path(network: str) -> Path:
@@ -46,7 +57,18 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(list(CHECKPOINT_GLOBALS)):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if refused:
+            raise UserError(
+                f"checkpoint {path} refused: it names {refused.group(1)}, which is neither a "
+                "tensor nor plain data; loading it could run code, so nothing of it was run"
+            ) from None
+        raise UserError(
+            f"checkpoint {path} is corrupt or not a torch file ({_short(err)})"
+        ) from None
     except Exception as err:
         raise UserError(f"checkpoint {path} is corrupt or not a torch file ({err})") from None
     if not isinstance(ckpt, dict):
@@ -54,6 +76,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if "state_dict" not in ckpt:  # upstream's released .pth files are bare state dicts
         ckpt = {"state_dict": ckpt}
     return ckpt
+
+
+def _short(err: Exception) -> str:
+    """The reason inside torch's weights-only message (which otherwise advises unsafe loading)."""
+    m = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+    return m.group(1).strip() if m else str(err).splitlines()[0]
 
 
 def load_weights(model: nn.Module, path: Path, network: str, strict: bool = True) -> dict[str, Any]:

@@ -70,10 +70,6 @@ BOOST_HEADER = Path("/usr/include/boost/program_options.hpp")
 GOLDEN_IMAGES = 100  # real images with the Brevitas model's outputs shipped next to a bitstream
 
 
-def docker_command(net: str, board: str) -> str:
-    return f"make docker-bitstream NET={net} BOARD={board}"
-
-
 def bitstream_dir(net: str, board: str) -> Path:
     return BITSTREAMS_DIR / net / board
 
@@ -191,7 +187,7 @@ def missing_tools_message(
         f"{' and '.join(t for t in missing)} on PATH and for the environment variables {looked} "
         f"(Vivado's settings64.sh sets them). The flow for {net} on {board} stopped "
         f"after hw_codegen; its sources, golden vectors and manifest are in {rel(out)}.{also} "
-        f"Finish it in the FINN+ container with Vivado mounted: `{docker_command(net, board)}`"
+        f"To finish it: {finn_env.vivado_route(net, board)}"
     )
     return msg
 

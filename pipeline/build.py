@@ -23,9 +23,14 @@ from pathlib import Path
 
 from maskbnn.config import BOARDS, NetworkConfig, load_network_config
 from maskbnn.errors import UserError
+from maskbnn.outputs import folder_lock, remove, write_json
 from maskbnn.paths import BUILD_CONFIGS, BUILD_DIR
 from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
 from maskbnn.pipeline.export import rel
+
+# What says a build folder is complete and checked (Make's targets and the verification reports):
+# removed before a build starts, written last by the stage that makes each.
+STAMPS = ("build.json", "verified.stamp", "verification.json", "verification.md")
 
 
 def build_dir(net: str, board: str) -> Path:
@@ -109,11 +114,7 @@ def run_build(
     finn_minimize: bool = False,
 ) -> dict:
     """Run every step on the exported model; returns the build summary (also in build.json)."""
-    from qonnx.core.modelwrapper import ModelWrapper
-
     from maskbnn.pipeline.deployability import require_deployable
-    from maskbnn.pipeline.estimates import collect, write_estimates
-    from maskbnn.pipeline.hwgraph import export_program
 
     cfg = load_network_config(net)
     require_deployable(cfg)
@@ -124,6 +125,19 @@ def run_build(
     if not onnx_path.is_file():
         raise UserError(f"no exported model at {onnx_path}: run `maskbnn export --net {net}` first")
     out = Path(out) if out else build_dir(net, board)
+    with folder_lock(out, f"maskbnn build --net {net} --board {board}"):
+        # The old summary, verification and graphs go first: a build killed part-way leaves
+        # nothing that a later stage (or Make) could take for a finished build.
+        remove(*(out / n for n in (*STAMPS, "time_per_step.json", "hw_model.onnx", "program.npz")))
+        return _run_steps(cfg, net, onnx_path, board, out, finn_minimize)
+
+
+def _run_steps(cfg, net: str, onnx_path: Path, board: str, out: Path, finn_minimize: bool) -> dict:
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from maskbnn.pipeline.estimates import collect, write_estimates
+    from maskbnn.pipeline.hwgraph import export_program
+
     shutil.rmtree(out / "intermediate_models", ignore_errors=True)
     (out / "intermediate_models").mkdir(parents=True, exist_ok=True)
     (out / "report").mkdir(parents=True, exist_ok=True)
@@ -163,8 +177,8 @@ def run_build(
         "fps": est["total"]["fps"],
         "seconds": round(time.perf_counter() - t_all, 2),
     }
-    (out / "time_per_step.json").write_text(json.dumps(times, indent=2) + "\n")
-    (out / "build.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "time_per_step.json", times)
+    write_json(out / "build.json", summary)  # last: Make's target for the whole build
     return summary
 
 
@@ -197,6 +211,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    load_network_config(args.net)  # an unknown name is named before any advice to export it
     onnx_path = args.onnx or latest_export(args.net)
     s = run_build(args.net, onnx_path, args.board, args.out, args.finn_minimize_bit_width)
     out = args.out or build_dir(args.net, s["board"])

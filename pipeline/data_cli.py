@@ -1,6 +1,6 @@
 """Data stage: prepare a MaskedFace-Net folder, summarise a prepared one, or cut a sample.
 
-maskbnn data prepare --source DIR --out DIR [--layout L] [--per-class N] [--test-fraction F]
+maskbnn data prepare --source DIR --out DIR [--layout L] [--per-class N | --keep-all] [--workers N]
 maskbnn data summary DIR
 maskbnn data sample --source DIR --out DIR --per-class N [--split test]
 """
@@ -23,10 +23,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     prep.add_argument("--out", type=Path, required=True)
     prep.add_argument("--layout", choices=LAYOUTS, help="default: detect")
     prep.add_argument("--per-class", type=int, help="default: the smallest class's count")
+    prep.add_argument(
+        "--keep-all",
+        action="store_true",
+        help="keep every readable image (classes unbalanced; see train --class-balance)",
+    )
     prep.add_argument("--test-fraction", type=float, default=0.2)
     prep.add_argument("--image-size", type=int, default=32)
     prep.add_argument("--seed", type=int, default=0)
-    prep.add_argument("--workers", type=int, default=2)
+    prep.add_argument("--workers", type=int, default=0, help="decoding processes (0: one per core)")
     summ = sub.add_parser("summary", help="print a prepared dataset's manifest")
     summ.add_argument("folder", type=Path)
     samp = sub.add_parser("sample", help="copy a class-balanced subset in the original layout")
@@ -49,14 +54,22 @@ def run(args: argparse.Namespace) -> int:
             args.seed,
             args.layout,
             args.workers,
+            args.keep_all,
         )
         manifest = prepare(args.source, args.out, params)
         print(format_summary(manifest))
+        if manifest["decoded_by_an_interrupted_run"]:
+            print(
+                f"resumed: {manifest['decoded_by_an_interrupted_run']} images were decoded before"
+            )
         print(f"wrote {args.out / 'dataset.npz'} and manifest.json in {manifest['seconds']} s")
     elif args.action == "summary":
         path = args.folder / "manifest.json"
         if not path.is_file():
-            raise UserError(f"{args.folder} has no manifest.json; run `maskbnn data prepare` first")
+            raise UserError(
+                f"{args.folder} has no manifest.json; run "
+                f"`maskbnn data prepare --source DIR --out {args.folder}` first"
+            )
         print(format_summary(json.loads(path.read_text())))
     else:
         per_side = {"test": args.test_per_class, "train": args.train_per_class}

@@ -196,9 +196,38 @@ def load_dataset(kind: str, datadir: Path, split: str, image_size: int = 32) -> 
     return loaders[kind]()
 
 
+# What a CIFAR-style batch may name when unpickled: numpy's array, dtype and scalar rebuilders (both
+# numpy 1 and 2 module paths) and the codec Python 3 uses for bytes. Plain pickle.load would call
+# any global a file names, so a downloaded or shared batch could run code.
+_PICKLE_GLOBALS = {
+    *(
+        (f"numpy.{core}.multiarray", n)
+        for core in ("core", "_core")
+        for n in ("_reconstruct", "scalar")
+    ),
+    *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which is not array data")
+        return super().find_class(module, name)
+
+
 def read_pickle_batch(f) -> dict:
-    """One CIFAR-style pickle batch with str keys (Python 2 pickles and some re-packs use bytes)."""
-    d = pickle.load(f, encoding="latin1")
+    """One CIFAR-style pickle batch with str keys (Python 2 pickles and some re-packs use bytes).
+    Anything but arrays and plain data is refused before it is called (UserError)."""
+    try:
+        d = _ArrayUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as err:
+        raise UserError(f"pickle {getattr(f, 'name', '')} refused: {err}") from None
+    if not isinstance(d, dict):
+        raise UserError(f"pickle {getattr(f, 'name', '')} holds a {type(d).__name__}, not a batch")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 

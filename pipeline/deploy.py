@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from maskbnn.config import load_network_config
 from maskbnn.errors import UserError, VerificationError
@@ -38,8 +37,8 @@ from maskbnn.pipeline.atomic import staged_file, staged_folder
 from maskbnn.pipeline.maskedface import (
     CLASSES,
     IMAGE_EXTENSIONS,
+    decode_file,
     label_from_filename,
-    to_model_input,
 )
 from maskbnn_board.deployment import FORMAT, sha256_of
 
@@ -146,12 +145,10 @@ def list_sample_images(folder: Path) -> list[Path]:
 
 
 def golden_inputs(files: list[Path], size: int = 32) -> np.ndarray:
-    """Pre-process with the training pipeline's function (the driver repeats it on the board)."""
+    """Decode and pre-process with the one function training and the board driver use."""
     out = np.empty((len(files), size, size, 3), np.uint8)
     for i, p in enumerate(files):
-        with Image.open(p) as img:
-            img.load()
-            out[i] = to_model_input(img, size)
+        out[i] = decode_file(p, size)
     return out
 
 
@@ -261,6 +258,16 @@ def build_wheel(out_dir: Path) -> Path:
     return dest
 
 
+NOTEBOOK = DRIVER_DIR / "notebooks" / "maskbnn_board.ipynb"
+
+
+def add_notebook(out: Path) -> Path:
+    """The board notebook (PYNQ boards serve Jupyter), beside deploy/ and samples/ it reads."""
+    dest = out / NOTEBOOK.name
+    shutil.copyfile(NOTEBOOK, dest)
+    return dest
+
+
 def find_one(folder: Path, patterns: tuple[str, ...]) -> Path | None:
     for pat in patterns:
         hits = sorted(folder.rglob(pat)) if folder.is_dir() else []
@@ -292,6 +299,9 @@ prints images/s, latency and the host / transfer / compute split.
 
 Anywhere else (a laptop, CI): add `--backend emulate` to run the same driver path with the
 bit-exact software model of the accelerator.
+
+Or open `maskbnn_board.ipynb` in the board's Jupyter (after the `pip3 install`): it classifies the
+samples and shows the faces, the confusion matrix, the golden agreement and images/s.
 
 Built {date} for clock {clock} MHz. Files and sha256: `deploy/manifest.json`.
 """
@@ -337,7 +347,7 @@ def write_golden(
             raise VerificationError(
                 f"golden outputs of the program disagree with the Brevitas model on "
                 f"{int((~agree).sum())} of {len(x)} images (first: {', '.join(bad)}); "
-                "run `make verify` to find the stage"
+                f"run `make verify NET={net}` with the build's BOARD to find the stage"
             )
     else:
         print(
@@ -468,6 +478,8 @@ def _assemble(out: Path, net: str, board: str, program: Path, hw_model: Path | N
         settings = settings_from_hw_model(hw_model, clock_mhz)
     else:
         raise UserError("deploy needs --hw-model (folded hardware graph) or --finn-settings")
+    # the driver cross-checks the (unhashed) manifest's identity fields against these
+    settings["maskbnn"].update(network=net, board=board)
     (dep / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
     shutil.copyfile(program, dep / "program.npz")
     artifacts = {"settings": "settings.json", "program": "program.npz"}
@@ -509,6 +521,7 @@ def _assemble(out: Path, net: str, board: str, program: Path, hw_model: Path | N
             shutil.copyfile(p, out / "samples" / p.name)
             taken[lb] = taken.get(lb, 0) + 1
     wheel = build_wheel(out)
+    add_notebook(out)
     bit_status = (
         "This package holds the accelerator bitstream."
         if bitstream is not None
@@ -557,12 +570,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from maskbnn.config import load_network_config
+
+    load_network_config(args.net)  # an unknown name is named before any advice to build it
     build = args.build_dir or BUILD_DIR / args.net / args.board
     hw_model = args.hw_model or build / "hw_model.onnx"
     if args.finn_settings is None and not hw_model.is_file():
         raise UserError(
             f"no hardware graph at {hw_model}: run `make build NET={args.net} BOARD={args.board}` "
-            "(and `make verify`) first"
+            f"(and `make verify NET={args.net} BOARD={args.board}`) first"
         )
     from maskbnn.pipeline.bitstream import bitstream_dir
 

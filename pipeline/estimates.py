@@ -12,6 +12,8 @@ from pathlib import Path
 
 from maskbnn.config import BOARDS
 from maskbnn.paths import BUILD_DIR
+from maskbnn.pipeline.fabric import fabric, percent
+from maskbnn.pipeline.fabric import to_markdown as fabric_markdown
 
 WIDTHS = ("mask_1w1a_0.25", "mask_1w1a_0.5", "mask_1w1a")
 
@@ -50,6 +52,7 @@ def collect(report_dir: Path, model_path: Path, clock_ns: float, board: str, net
         )
     total = res.get("total", {})
     max_cycles = int(perf["max_cycles"])
+    fab = fabric(total, model, board, BOARDS[board])
     return {
         "network": net,
         "board": board,
@@ -68,6 +71,8 @@ def collect(report_dir: Path, model_path: Path, clock_ns: float, board: str, net
             k: round(100.0 * float(total.get(k, 0)) / XC7Z020[k], 1)
             for k in ("LUT", "BRAM_18K", "DSP")
         },
+        "fabric": fab,
+        "fabric_percent": percent(fab["total"], BOARDS[board]),
     }
 
 
@@ -78,9 +83,15 @@ def to_markdown(est: dict) -> str:
         f"{1000 / est['clock_ns']:.0f} MHz)",
         "",
         f"**{t['fps']:,.0f} FPS**, latency {t['latency_us']:.1f} us, bottleneck "
-        f"{t['bottleneck']} ({t['max_cycles']:,} cycles); LUT {t['LUT']:,.0f} "
+        f"{t['bottleneck']} ({t['max_cycles']:,} cycles); layers LUT {t['LUT']:,.0f} "
         f"({est['utilisation_percent']['LUT']}%), BRAM18 {t['BRAM_18K']:,.0f} "
-        f"({est['utilisation_percent']['BRAM_18K']}%), DSP {t['DSP']:,.0f}.",
+        f"({est['utilisation_percent']['BRAM_18K']}%), DSP {t['DSP']:,.0f}"
+        + (
+            f"; whole fabric LUT {est['fabric_percent']['LUT']}%, BRAM "
+            f"{est['fabric_percent']['BRAM_18K']}% (below)."
+            if "fabric_percent" in est
+            else "."
+        ),
         "",
         "| layer | PE | SIMD | cycles | LUT | BRAM18 | DSP |",
         "|---|---|---|---|---|---|---|",
@@ -94,6 +105,8 @@ def to_markdown(est: dict) -> str:
         f"| **total** | | | {t['max_cycles']:,} (max) | {t['LUT']:,.0f} | "
         f"{t['BRAM_18K']:,.0f} | {t['DSP']:,.0f} |"
     )
+    if "fabric" in est:
+        lines += ["", fabric_markdown(est["fabric"], est["fabric_percent"])]
     return "\n".join(lines) + "\n"
 
 
@@ -137,14 +150,17 @@ def write_estimates(est: dict, out_dir: Path) -> dict[str, Path]:
 def summary_table(estimates: list[dict]) -> str:
     """One row per (network, board), for the README and the closing note."""
     lines = [
-        "| network | board | FPS | latency (us) | bottleneck | LUT | BRAM18 | DSP |",
-        "|---|---|---|---|---|---|---|---|",
+        "| network | board | FPS | latency (us) | bottleneck | LUT | BRAM18 | DSP "
+        "| whole fabric LUT % / BRAM % |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in estimates:
-        t = e["total"]
+        t, pct = e["total"], e.get("fabric_percent")
+        whole = f"{pct['LUT']} / {pct['BRAM_18K']}" if pct else "–"
         lines.append(
             f"| {e['network']} | {e['board']} | {t['fps']:,.0f} | {t['latency_us']:.1f} | "
-            f"{t['bottleneck']} | {t['LUT']:,.0f} | {t['BRAM_18K']:,.0f} | {t['DSP']:,.0f} |"
+            f"{t['bottleneck']} | {t['LUT']:,.0f} | {t['BRAM_18K']:,.0f} | {t['DSP']:,.0f} | "
+            f"{whole} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -189,7 +205,9 @@ def run(args: argparse.Namespace) -> int:
                         "clock_ns",
                         "total",
                         "utilisation_percent",
+                        "fabric_percent",
                     )
+                    if k in r
                 }
                 for r in rows
             ],

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from maskbnn.errors import UserError
+from maskbnn.outputs import remove, write_json
 from maskbnn.paths import BUILD_DIR, REPO_ROOT
 
 LAYOUTS = ("NHWC", "NCHW")
@@ -99,6 +99,10 @@ def export_qonnx_files(
     from qonnx.util.cleanup import cleanup_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    meta = (
+        out_dir / "export.json"
+    )  # names the latest export of this folder (Make and build read it)
+    remove(meta)  # first: an export killed part-way leaves no index to an unfinished model
     model = model.eval()
     in_ch = _in_channels(model)
     shape = (
@@ -128,23 +132,17 @@ def export_qonnx_files(
         f"maskbnn {net}: uint8 {layout} image in, class index out (weights {digest})"
     )
     t.save(str(topk_path))
-    meta = (
-        out_dir / "export.json"
-    )  # names the latest export of this folder (Make and build read it)
-    meta.write_text(
-        json.dumps(
-            {
-                "network": net,
-                "weights_hash": digest,
-                "layout": layout,
-                "input_shape": list(shape),
-                "input_dtype": "UINT8",
-                "topk": topk_path.name,
-                "logits": logits_path.name,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_json(
+        meta,
+        {
+            "network": net,
+            "weights_hash": digest,
+            "layout": layout,
+            "input_shape": list(shape),
+            "input_dtype": "UINT8",
+            "topk": topk_path.name,
+            "logits": logits_path.name,
+        },
     )
     return ExportResult(topk_path, logits_path, digest, meta)
 

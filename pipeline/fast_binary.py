@@ -60,12 +60,14 @@ def _binary_act_ok(m: QuantIdentity) -> bool:
         return False
     if not isinstance(proxy.activation_impl, nn.Identity):
         return False
-    x = _PROBE.clone().requires_grad_(True)
+    tensor = next(iter(m.state_dict().values()), None)  # the probe goes where the layer is
+    probe = _PROBE.to(tensor.device if isinstance(tensor, torch.Tensor) else "cpu")
+    x = probe.clone().requires_grad_(True)
     out = m(x)
     out = out.value if hasattr(out, "value") else out
     out.sum().backward()
-    want = torch.where(_PROBE >= 0, 1.0, -1.0)
-    return torch.equal(out.detach(), want) and torch.equal(x.grad, (_PROBE.abs() <= 1).float())
+    want = torch.where(probe >= 0, 1.0, -1.0)
+    return torch.equal(out.detach(), want) and torch.equal(x.grad, (probe.abs() <= 1).float())
 
 
 def _binary_weight_ok(m: QuantConv2d | QuantLinear) -> bool:

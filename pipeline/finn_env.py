@@ -132,6 +132,25 @@ def tool_available(tool: str) -> bool:
     return shutil.which(exe) is not None and any(os.environ.get(v) for v in env_vars)
 
 
+def vivado_route(net: str, board: str = "Pynq-Z1") -> str:
+    """Where to finish a step that needs Vivado. Inside our image (its Dockerfile sets
+    MASKBNN_CONTAINER) the docker-bitstream route is already the one running, so the advice is
+    about the mount instead."""
+    host = (
+        f"`make docker-bitstream NET={net} BOARD={board} XILINX_ROOT=/path/to/Xilinx` "
+        f"(the folder that holds Vivado/<version>)"
+    )
+    if os.environ.get("MASKBNN_CONTAINER"):
+        version = os.environ.get("VIVADO_VERSION", "<version>")
+        root = os.environ.get("XILINX_ROOT", "/tools/Xilinx")
+        return (
+            f"this container looks for Vivado {version} under {root}, mounted from the host: "
+            f"mount the folder that holds Vivado/{version} there (on the host: {host}, with "
+            f"VIVADO_VERSION=2022.2 or 2024.2 as installed)"
+        )
+    return f"or build in the Vivado container: {host}"
+
+
 def require_tool(tool: str, net: str = "<net>") -> None:
     """Raise MissingToolError unless `tool` ("vivado" or "vitis_hls") is installed and configured."""
     if tool not in TOOLS:
@@ -142,8 +161,7 @@ def require_tool(tool: str, net: str = "<net>") -> None:
     raise MissingToolError(
         f"this step needs {exe} (AMD/Xilinx {tool.replace('_', ' ').title()}), which is not on "
         f"this machine: put it on PATH and set {' or '.join(env_vars)} to its install folder "
-        f"(source its settings64.sh), or build in the Vivado container with "
-        f"`make docker-bitstream NET={net}`"
+        f"(source its settings64.sh); {vivado_route(net)}"
     )
 
 

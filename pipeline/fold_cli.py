@@ -29,11 +29,12 @@ def fold(
     board: str,
     out: Path,
     clock_ns: float | None = None,
-    lut_fraction: float = fo.DEFAULT_LUT_FRACTION,
-    bram_fraction: float = fo.DEFAULT_BRAM_FRACTION,
+    lut_fraction: float | None = None,
+    bram_fraction: float | None = None,
     target_fps: float | None = None,
     rebuild_graph: bool = False,
     max_simd: int | None = None,
+    profile: str = "default",
 ) -> dict:
     """Optimise, write the folding file, re-estimate it through the build's steps; the record."""
     cfg = load_network_config(net)
@@ -50,6 +51,7 @@ def fold(
             bram_fraction,
             target_fps,
             max_simd,
+            profile,
         )
     except UserError as err:
         best = getattr(err, "result", None)
@@ -59,7 +61,7 @@ def fold(
         raise
     fo.write_folding(result, out)
     est = fo.finn_estimates(graph, out, board, clock_ns, BUILD_DIR / "fold" / net / board / "check")
-    t = est["total"]
+    t, fab = est["total"], est["fabric"]["total"]
     record = {
         **result.summary(),
         "folding": rel(out),
@@ -71,9 +73,14 @@ def fold(
             "BRAM_18K": t["BRAM_18K"],
             "DSP": t["DSP"],
             "bottleneck": t["bottleneck"],
+            "fabric": fab,
+            "fabric_percent": est["fabric_percent"],
         },
     }
-    if t["LUT"] > result.budget.lut or t["BRAM_18K"] > result.budget.bram18:
+    # the budget bounds the whole fabric (profile "default") or the layers ("max")
+    used = fab if result.fabric else {k: t[k] for k in ("LUT", "BRAM_18K", "DSP")}
+    b = result.budget
+    if used["LUT"] > b.lut or used["BRAM_18K"] > b.bram18 or used["DSP"] > b.dsp:
         raise RuntimeError(f"FINN's estimates of {out} exceed the budget: {record}")
     if out.resolve().parent == (BUILD_CONFIGS / "folding").resolve():
         update_records(out.parent, record)
@@ -91,17 +98,28 @@ def update_records(folder: Path, record: dict) -> Path:
     lines = [
         "# Folding files written by `maskbnn fold`",
         "",
-        "FINN estimates of each file through the build's steps (100 MHz unless noted), budget "
-        "85% LUT / 95% BRAM of the xc7z020. Regenerate: `maskbnn fold --network NET --board B`.",
+        "FINN estimates of each file through the build's steps (100 MHz unless noted). Profile "
+        "`default`: the whole fabric (layers, inserted FIFOs/width converters, shell, margin; "
+        "`estimates.md` shows the parts) within 80% LUT / 90% BRAM / all DSPs of the xc7z020; "
+        "`max`: the layers alone within 85% LUT / 95% BRAM. "
+        "Regenerate: `maskbnn fold --network NET --board B [--profile max]`.",
         "",
-        "| file | FPS | max cycles | bottleneck | LUT | BRAM18 | next step blocked by |",
-        "|---|---|---|---|---|---|---|",
+        "| file | profile | FPS | max cycles | bottleneck | layers LUT | BRAM18 | DSP "
+        "| whole fabric LUT / BRAM18 | next step blocked by |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         f = r["finn"]
+        fab, pct = f.get("fabric"), f.get("fabric_percent")
+        whole = (
+            f"{fab['LUT']:,} ({pct['LUT']}%) / {fab['BRAM_18K']} ({pct['BRAM_18K']}%)"
+            if fab
+            else "–"
+        )
         lines.append(
-            f"| {Path(r['folding']).name} | {f['fps']:,.0f} | {f['max_cycles']:,} | "
-            f"{f['bottleneck']} | {f['LUT']:,.0f} | {f['BRAM_18K']:,.0f} | {r['binding']} |"
+            f"| {Path(r['folding']).name} | {r.get('profile', 'max')} | {f['fps']:,.0f} | "
+            f"{f['max_cycles']:,} | {f['bottleneck']} | {f['LUT']:,.0f} | {f['BRAM_18K']:,.0f} | "
+            f"{f.get('DSP', 0):,.0f} | {whole} | {r['binding']} |"
         )
     (folder / "README.md").write_text("\n".join(lines) + "\n")
     return path
@@ -111,10 +129,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network", "--net", dest="network", required=True, help="e.g. mask_1w1a")
     p.add_argument("--board", required=True, choices=sorted(BOARDS))
     p.add_argument("--clock-ns", type=float, help="clock period (default: the config's, 10 ns)")
-    p.add_argument("--lut-budget", type=float, default=fo.DEFAULT_LUT_FRACTION,
-                   help="fraction of the device's LUTs (default 0.85)")  # fmt: skip
-    p.add_argument("--bram-budget", type=float, default=fo.DEFAULT_BRAM_FRACTION,
-                   help="fraction of the device's BRAM (default 0.95)")  # fmt: skip
+    p.add_argument("--profile", choices=sorted(fo.PROFILES), default="default",
+                   help="default: whole fabric <= 80%% LUT / 90%% BRAM; max: layers alone <= "
+                   "85%% LUT / 95%% BRAM")  # fmt: skip
+    p.add_argument("--lut-budget", type=float,
+                   help="fraction of the device's LUTs (default: the profile's)")  # fmt: skip
+    p.add_argument("--bram-budget", type=float,
+                   help="fraction of the device's BRAM (default: the profile's)")  # fmt: skip
     p.add_argument("--target-fps", type=float, help="fail (exit 2) when this cannot be reached")
     p.add_argument("--out", type=Path, help="default build_configs/folding/<net>_<board>.json")
     p.add_argument("--max-simd", type=int, help="cap MVAU SIMD (default: legality rules only)")
@@ -124,12 +145,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = args.out or default_out(args.network, args.board)
     rec = fold(args.network, args.board, out, args.clock_ns, args.lut_budget, args.bram_budget,
-               args.target_fps, args.rebuild_graph, args.max_simd)  # fmt: skip
-    f = rec["finn"]
+               args.target_fps, args.rebuild_graph, args.max_simd, args.profile)  # fmt: skip
+    f, b = rec["finn"], rec["budget"]
+    used = f["fabric"] if b["applies_to"] == "whole fabric" else f
     print(
         f"wrote {rec['folding']}: {f['fps']:,.0f} FPS at {1000 / rec['clock_ns']:.0f} MHz, "
-        f"LUT {f['LUT']:,.0f}/{rec['budget']['LUT']:,}, BRAM18 {f['BRAM_18K']:,.0f}/"
-        f"{rec['budget']['BRAM_18K']}, bottleneck {f['bottleneck']}; {rec['binding']} binds"
+        f"{b['applies_to']} LUT {used['LUT']:,.0f}/{b['LUT']:,}, BRAM18 {used['BRAM_18K']:,.0f}/"
+        f"{b['BRAM_18K']}, DSP {used['DSP']:,.0f}/{b['DSP']}, bottleneck {f['bottleneck']}; "
+        f"{rec['binding']} binds"
     )
     print(json.dumps(rec, indent=2))
     return 0

@@ -1,5 +1,5 @@
-"""Folding optimizer: the PE/SIMD/memory style per layer that maximises FINN's estimated FPS
-within a LUT and BRAM budget.
+"""Folding optimizer: the PE/SIMD/memory style/multiplier resource per layer that maximises FINN's
+estimated FPS within a LUT, BRAM and DSP budget (of the whole fabric by default, see fabric.py).
 
 Everything is priced by FINN's own per-node functions (``get_exp_cycles``,
 ``node_res_estimation``: the same ones ``res_estimation`` and the estimate reports use); nothing is
@@ -13,18 +13,23 @@ attributes, so the problem separates into *units* that must be folded together:
 - a Pool with its depthwise SWG (SWG SIMD = Pool PE);
 - any other layer with a folding attribute (Thresholding PE, LabelSelect PE, ...).
 
-For a cycle target T every unit has a set of legal options meeting it, each with a (LUT, BRAM)
-cost. Whether T fits the budget is a two-resource choice of one option per unit, solved exactly
-by dynamic programming over BRAM18 (an integer below ~300) keeping the least LUT. A binary search
+For a cycle target T every unit has a set of legal options meeting it, each with a (LUT, BRAM,
+DSP) cost. Whether T fits the budget is a choice of one option per unit, solved exactly by dynamic
+programming over (BRAM18, DSP) (small integers) keeping the least LUT. A binary search
 over the finitely many cycle values gives the smallest feasible T, i.e. the highest FPS FINN's
 estimates allow; among the foldings reaching it we keep the one using the least of the budget.
 FINN's SetFolding instead folds each layer independently to a fixed target and never looks at
 resources; that is the baseline the comparison report puts ours against.
+
+What the bitstream adds around the layers (FIFOs, width converters, shell, margin) depends on the
+folding through the stream widths, so the whole-fabric budget is met by `search_fabric`: search
+the layers in what is left, measure the choice's whole fabric, tighten, repeat.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -33,14 +38,23 @@ from pathlib import Path
 from maskbnn.config import BOARDS
 from maskbnn.errors import UserError
 from maskbnn.paths import BUILD_DIR
-from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
+from maskbnn.pipeline import (
+    calibration,
+    finn_env,  # noqa: F401  (FINN's environment before importing it)
+)
+from maskbnn.pipeline.fabric import DEVICES, RESOURCES, SHELL, fabric
 from maskbnn.pipeline.folding import attr_total, divisors
 from maskbnn.pipeline.hwgraph import base_op
 
-# Device totals FINN's estimates are compared with (BRAM counted in 18 Kb halves, as FINN does).
-DEVICES = {"xc7z020clg400-1": {"LUT": 53200, "BRAM_18K": 280}}
-DEFAULT_LUT_FRACTION = 0.85
-DEFAULT_BRAM_FRACTION = 0.95
+# Budget profiles. "default": the whole fabric (layers, inserted FIFOs/DWCs, shell, margin; see
+# fabric.py) within 80% LUT / 90% BRAM (room for placement and routing) and every DSP. "max": the
+# layers alone within 85% LUT / 95% BRAM, for users who want to try a fuller device.
+PROFILES = {
+    "default": {"lut": 0.80, "bram": 0.90, "dsp": 1.0, "fabric": True},
+    "max": {"lut": 0.85, "bram": 0.95, "dsp": 1.0, "fabric": False},
+}
+DEFAULT_LUT_FRACTION = PROFILES["max"]["lut"]
+DEFAULT_BRAM_FRACTION = PROFILES["max"]["bram"]
 # Zynq-7000 -1 speed grade: global clock buffers top out at 464 MHz (DS187); no design goes faster.
 MIN_CLOCK_NS = 1000.0 / 464.0
 # FINN's HLS weight streams are ap_uint<PE*SIMD*W>, which Vitis HLS caps at this width.
@@ -62,18 +76,23 @@ SIMPLE = {
 class Budget:
     lut: int
     bram18: int
+    dsp: int = 0
 
     @classmethod
-    def of(cls, part: str, lut_fraction: float, bram_fraction: float) -> Budget:
+    def of(
+        cls, part: str, lut_fraction: float, bram_fraction: float, dsp_fraction: float = 1.0
+    ) -> Budget:
         if part not in DEVICES:
             raise UserError(f"no resource totals for part {part}; known: {', '.join(DEVICES)}")
-        for name, f in (("LUT", lut_fraction), ("BRAM", bram_fraction)):
+        for name, f in (("LUT", lut_fraction), ("BRAM", bram_fraction), ("DSP", dsp_fraction)):
             if not 0 < f <= 1:
                 raise UserError(f"{name} budget {f} must be a fraction in (0, 1], e.g. 0.85")
         dev = DEVICES[part]
         # BRAM budgets are whole BRAM36 (two BRAM18 each), as the issue states them.
         return cls(
-            int(dev["LUT"] * lut_fraction), 2 * math.floor(dev["BRAM_18K"] / 2 * bram_fraction)
+            int(dev["LUT"] * lut_fraction),
+            2 * math.floor(dev["BRAM_18K"] / 2 * bram_fraction),
+            int(dev["DSP"] * dsp_fraction),
         )
 
 
@@ -85,6 +104,7 @@ class Option:
     cycles: int
     lut: int
     bram: int
+    dsp: int = 0
 
 
 @dataclass
@@ -104,8 +124,11 @@ class FoldResult:
     units: list[Unit]
     choice: dict[str, Option]  # unit name -> chosen option
     binding: str  # what stops a faster folding: "LUT", "BRAM", "LUT or BRAM", "LUT+BRAM",
-    # or "parallelism" (every layer at its largest legal parallelism)
+    # "DSP", ... or "parallelism" (every layer at its largest legal parallelism)
     next_cycles: int | None  # the next faster cycle target, which does not fit
+    profile: str = "max"
+    fabric: dict | None = None  # the whole fabric of the choice (profile "default")
+    layer_budget: Budget | None = None  # what the layers may use once the rest is taken
 
     @property
     def max_cycles(self) -> int:
@@ -124,6 +147,10 @@ class FoldResult:
         return sum(o.bram for o in self.choice.values())
 
     @property
+    def dsp(self) -> int:
+        return sum(o.dsp for o in self.choice.values())
+
+    @property
     def bottleneck(self) -> str:
         return max(self.choice, key=lambda u: self.choice[u].cycles)
 
@@ -140,12 +167,19 @@ class FoldResult:
             "board": self.board,
             "part": self.part,
             "clock_ns": self.clock_ns,
-            "budget": {"LUT": self.budget.lut, "BRAM_18K": self.budget.bram18},
+            "profile": self.profile,
+            "budget": {
+                "LUT": self.budget.lut,
+                "BRAM_18K": self.budget.bram18,
+                "DSP": self.budget.dsp,
+                "applies_to": "whole fabric" if self.fabric else "layers",
+            },
             "fps": round(self.fps, 1),
             "max_cycles": self.max_cycles,
             "bottleneck": self.bottleneck,
             "LUT": self.lut,
             "BRAM_18K": self.bram,
+            "DSP": self.dsp,
             "binding": self.binding,
             "next_cycles": self.next_cycles,
         }
@@ -158,18 +192,25 @@ def _price(model, attrs: dict, part: str) -> Option:
     """Set `attrs` on the nodes, read FINN's estimates, restore nothing (callers copy the model)."""
     from qonnx.custom_op.registry import getCustomOp
 
-    cycles = lut = bram = 0
     for name, values in attrs.items():
         inst = getCustomOp(model.get_node_from_name(name))
         for k, v in values.items():
             inst.set_nodeattr(k, v)
-    for name in attrs:
-        inst = getCustomOp(model.get_node_from_name(name))
+    return _estimate(model, [model.get_node_from_name(n) for n in attrs], part, attrs)
+
+
+def _estimate(model, nodes, part: str, attrs: dict) -> Option:
+    from qonnx.custom_op.registry import getCustomOp
+
+    cycles = lut = bram = dsp = 0
+    for node in nodes:
+        inst = getCustomOp(node)
         res = inst.node_res_estimation(part)
         cycles = max(cycles, int(inst.get_exp_cycles()))
         lut += int(res["LUT"])
         bram += int(res["BRAM_18K"])
-    return Option(attrs, cycles, lut, bram)
+        dsp += int(res["DSP"])
+    return Option(attrs, cycles, lut, bram, dsp)
 
 
 def _swg_of(model, node):
@@ -192,15 +233,14 @@ def _mvau_options(model, node, part: str, max_simd: int | None = None) -> list[O
         for simd in divisors(mw):
             if pe * simd * wbits > MAX_AP_INT_W or (max_simd and simd > max_simd):
                 continue
-            for style in MVAU_RAM_STYLES:
+            for style, res_type in itertools.product(MVAU_RAM_STYLES, _res_types(node, inst)):
                 attrs = {
                     node.name: {
                         "PE": pe,
                         "SIMD": simd,
                         "ram_style": style,
                         "mem_mode": "internal_decoupled",
-                        # FINN's RTL MVU is built from DSP slices only (hw_codegen refuses "lut")
-                        "resType": "dsp" if node.op_type == "MVAU_rtl" else "lut",
+                        "resType": res_type,
                     }
                 }
                 if swg_inst is None:
@@ -218,6 +258,20 @@ def _mvau_options(model, node, part: str, max_simd: int | None = None) -> list[O
                     }
                     options.append(_price(model, full, part))
     return options
+
+
+def _res_types(node, inst) -> tuple[str, ...]:
+    """Where the MVAU's multipliers may go. FINN's RTL MVU is built from DSP slices only
+    (hw_codegen refuses "lut"). The HLS MVAU's resType="dsp" binds finn-hlslib's multiply to a
+    DSP48, which only exists when both operands are multi-bit: with bipolar weights (Binary in
+    interpret.hpp) the product is a select between x and -x, with XNOR it is a gate; there is no
+    multiplier for Vitis HLS to bind, yet FINN's estimate would count P*SIMD DSPs and no LUTs."""
+    if node.op_type == "MVAU_rtl":
+        return ("dsp",)
+    multi_bit = all(inst.get_input_datatype(i).bitwidth() >= 2 for i in (0, 1))
+    if multi_bit and not inst.get_nodeattr("binaryXnorMode"):
+        return ("lut", "dsp")
+    return ("lut",)
 
 
 def _parallel_window_ok(swg_inst) -> bool:
@@ -282,61 +336,65 @@ def build_units(model, part: str, max_simd: int | None = None) -> list[Unit]:
     fixed = [n for n in work.graph.node if n.name not in claimed]
     if fixed:  # layers without folding attributes still cost cycles and resources
         units.append(
-            Unit("(unfolded layers)", [n.name for n in fixed], [_price_fixed(work, fixed, part)])
+            Unit("(unfolded layers)", [n.name for n in fixed], [_estimate(work, fixed, part, {})])
         )
     return units
-
-
-def _price_fixed(model, nodes, part: str) -> Option:
-    from qonnx.custom_op.registry import getCustomOp
-
-    cycles = lut = bram = 0
-    for node in nodes:
-        inst = getCustomOp(node)
-        res = inst.node_res_estimation(part)
-        cycles = max(cycles, int(inst.get_exp_cycles()))
-        lut += int(res["LUT"])
-        bram += int(res["BRAM_18K"])
-    return Option({}, cycles, lut, bram)
 
 
 # --- the search --------------------------------------------------------------------------------
 
 
 def _pareto(options: list[Option], max_cycles: int) -> list[Option]:
-    """Options meeting the cycle target that no other option beats in both LUT and BRAM."""
-    fit = sorted((o for o in options if o.cycles <= max_cycles), key=lambda o: (o.bram, o.lut))
+    """Options meeting the cycle target that no other option beats in LUT, BRAM and DSP."""
+    fit = sorted(
+        (o for o in options if o.cycles <= max_cycles), key=lambda o: (o.bram, o.dsp, o.lut)
+    )
     front: list[Option] = []
-    best_lut = math.inf
-    for o in fit:
-        if o.lut < best_lut:
+    for o in fit:  # sorted: an earlier option can dominate a later one, never the reverse
+        if not any(f.lut <= o.lut and f.bram <= o.bram and f.dsp <= o.dsp for f in front):
             front.append(o)
-            best_lut = o.lut
     return front
 
 
-def _fit(units: list[Unit], max_cycles: int, lut: float, bram: float) -> dict[str, Option] | None:
-    """One option per unit with cycles <= max_cycles within (lut, bram), least budget share;
-    None when no such choice exists. Exact: DP over total BRAM18 keeping the least LUT."""
-    states: dict[int, tuple[int, list[Option]]] = {0: (0, [])}
+def _fit(
+    units: list[Unit], max_cycles: int, lut: float, bram: float, dsp: float = math.inf
+) -> dict[str, Option] | None:
+    """One option per unit with cycles <= max_cycles within (lut, bram, dsp), least budget share;
+    None when no such choice exists."""
+    states = _states(units, max_cycles, lut, bram, dsp)
+    if states is None:
+        return None
+
+    def share(key: tuple[int, int]) -> tuple[float, int]:
+        b, d = key
+        lu = states[key][0]
+        used = [lu / max(lut, 1), b / max(bram, 1)] + ([d / max(dsp, 1)] if d else [])
+        return max(used), lu + b + d
+
+    best = min(states, key=share)
+    return {u.name: o for u, o in zip(units, states[best][1], strict=True)}
+
+
+def _states(units: list[Unit], max_cycles: int, lut: float, bram: float, dsp: float):
+    """Exact DP over total (BRAM18, DSP) keeping the least LUT and its options; None when
+    nothing fits (layers without a DSP option add no DSP state: the space stays that of BRAM)."""
+    states: dict[tuple[int, int], tuple[int, list[Option]]] = {(0, 0): (0, [])}
     for unit in units:
         front = _pareto(unit.options, max_cycles)
         if not front:
             return None
-        nxt: dict[int, tuple[int, list[Option]]] = {}
-        for b, (lu, picked) in states.items():
+        nxt: dict[tuple[int, int], tuple[int, list[Option]]] = {}
+        for (b, d), (lu, picked) in states.items():
             for o in front:
-                nb, nl = b + o.bram, lu + o.lut
-                if nb > bram or nl > lut:
+                key, nl = (b + o.bram, d + o.dsp), lu + o.lut
+                if key[0] > bram or key[1] > dsp or nl > lut:
                     continue
-                if nb not in nxt or nl < nxt[nb][0]:
-                    nxt[nb] = (nl, [*picked, o])
+                if key not in nxt or nl < nxt[key][0]:
+                    nxt[key] = (nl, [*picked, o])
         if not nxt:
             return None
         states = nxt
-    share = {b: max(lu / max(lut, 1), b / max(bram, 1)) for b, (lu, _) in states.items()}
-    best = min(states, key=lambda b: (share[b], states[b][0] + b))
-    return {u.name: o for u, o in zip(units, states[best][1], strict=True)}
+    return states
 
 
 def _cycle_targets(units: list[Unit]) -> list[int]:
@@ -360,7 +418,7 @@ def fully_folded_front(units: list[Unit]) -> list[tuple[int, int]]:
     for unit in units:
         nxt: dict[int, int] = {}
         for b, lu in states.items():
-            for o in _pareto(unit.options, slowest):
+            for o in _pareto([o for o in unit.options if not o.dsp] or unit.options, slowest):
                 if b + o.bram not in nxt or lu + o.lut < nxt[b + o.bram]:
                     nxt[b + o.bram] = lu + o.lut
         states = nxt
@@ -376,7 +434,8 @@ def search(units: list[Unit], budget: Budget) -> tuple[dict[str, Option], str, i
     """The fastest choice within `budget`: (choice, binding resource, next faster target)."""
     targets = _cycle_targets(units)
     lo, hi = 0, len(targets) - 1
-    best = _fit(units, targets[hi], budget.lut, budget.bram18)
+    dsp = budget.dsp
+    best = _fit(units, targets[hi], budget.lut, budget.bram18, dsp)
     if best is None:
         front = fully_folded_front(units)
         ends = sorted({front[0], front[-1]}, key=lambda p: p[1])
@@ -388,26 +447,28 @@ def search(units: list[Unit], budget: Budget) -> tuple[dict[str, Option], str, i
         )
     while lo < hi:  # smallest index whose target fits
         mid = (lo + hi) // 2
-        got = _fit(units, targets[mid], budget.lut, budget.bram18)
+        got = _fit(units, targets[mid], budget.lut, budget.bram18, dsp)
         if got is not None:
             best, hi = got, mid
         else:
             lo = mid + 1
-    best = _fit(units, targets[lo], budget.lut, budget.bram18) or best
+    best = _fit(units, targets[lo], budget.lut, budget.bram18, dsp) or best
     if lo == 0:
         return best, "parallelism", None
     faster = targets[lo - 1]
-    lut_free = _fit(units, faster, math.inf, budget.bram18) is not None
-    bram_free = _fit(units, faster, budget.lut, math.inf) is not None
+    limits = {"LUT": budget.lut, "BRAM": budget.bram18, "DSP": dsp}
+
+    def fits_without(*free: str) -> bool:
+        lim = {k: math.inf if k in free else v for k, v in limits.items()}
+        return _fit(units, faster, lim["LUT"], lim["BRAM"], lim["DSP"]) is not None
+
     # "LUT or BRAM": more of either would do (memory styles trade one for the other);
     # "LUT+BRAM": only more of both together would.
-    binding = {
-        (True, True): "LUT or BRAM",
-        (True, False): "LUT",
-        (False, True): "BRAM",
-        (False, False): "LUT+BRAM",
-    }[(lut_free, bram_free)]
-    return best, binding, faster
+    alone = [k for k in limits if fits_without(k)]
+    if alone:
+        return best, " or ".join(alone), faster
+    pair = "LUT+BRAM" if fits_without("LUT", "BRAM") else "LUT+BRAM+DSP"
+    return best, pair, faster
 
 
 def optimize(
@@ -415,37 +476,111 @@ def optimize(
     network: str,
     board: str,
     clock_ns: float = 10.0,
-    lut_fraction: float = DEFAULT_LUT_FRACTION,
-    bram_fraction: float = DEFAULT_BRAM_FRACTION,
+    lut_fraction: float | None = None,
+    bram_fraction: float | None = None,
     target_fps: float | None = None,
     max_simd: int | None = None,
+    profile: str = "default",
 ) -> FoldResult:
     """Fold the specialised hardware graph `model` for the highest estimated FPS in budget.
 
-    With `target_fps`, a folding that cannot reach it raises a UserError naming the binding
-    resource and the best FPS found (the best folding is on the error as `.result`).
+    The `profile` (PROFILES) sets the budget fractions (`lut_fraction`/`bram_fraction` override
+    them) and whether they bound the whole fabric or the layers alone. With `target_fps`, a
+    folding that cannot reach it raises a UserError naming the binding resource and the best FPS
+    found (the best folding is on the error as `.result`).
     `max_simd` optionally caps MVAU SIMD (FINN's estimates do not price the depth of a wide
     popcount tree, which may limit the clock after synthesis)."""
     if board not in BOARDS:
         raise UserError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
     check_clock(clock_ns)
     part = BOARDS[board]
-    budget = Budget.of(part, lut_fraction, bram_fraction)
+    if profile not in PROFILES:
+        raise UserError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    prof = PROFILES[profile]
+    budget = Budget.of(
+        part,
+        prof["lut"] if lut_fraction is None else lut_fraction,
+        prof["bram"] if bram_fraction is None else bram_fraction,
+        prof["dsp"],
+    )
     if max_simd is not None and max_simd < 1:
         raise UserError(f"--max-simd {max_simd} must be at least 1")
     units = build_units(model, part, max_simd)
-    choice, binding, nxt = search(units, budget)
-    result = FoldResult(network, board, part, clock_ns, budget, units, choice, binding, nxt)
+    if prof["fabric"]:
+        choice, binding, nxt, fab, layer_budget = search_fabric(model, units, budget, board)
+    else:
+        (choice, binding, nxt), fab, layer_budget = search(units, budget), None, budget
+    result = FoldResult(network, board, part, clock_ns, budget, units, choice, binding, nxt,
+                        profile, fab, layer_budget)  # fmt: skip
     if target_fps is not None and result.fps < target_fps:
+        scope = "the whole fabric within" if fab else "the layers within"
         err = UserError(
             f"{network} on {board} cannot reach {target_fps:,.0f} FPS at "
-            f"{1000 / clock_ns:.0f} MHz within {budget.lut:,} LUT / {budget.bram18} BRAM18: "
+            f"{1000 / clock_ns:.0f} MHz with {scope} {budget.lut:,} LUT / {budget.bram18} BRAM18: "
             f"the best folding found gives {result.fps:,.0f} FPS ({result.lut:,} LUT, "
             f"{result.bram} BRAM18, bottleneck {result.bottleneck}); {explain(result)}"
         )
         err.result = result
         raise err
     return result
+
+
+def choice_fabric(model, choice: dict[str, Option], board: str, margin: dict | None = None):
+    """The whole fabric (fabric.py) of a choice: its attributes set on a copy of the graph."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    work = copy.deepcopy(model)
+    for o in choice.values():
+        for name, values in o.attrs.items():
+            inst = getCustomOp(work.get_node_from_name(name))
+            for k, v in values.items():
+                inst.set_nodeattr(k, v)
+    layers = {
+        "LUT": sum(o.lut for o in choice.values()),
+        "BRAM_18K": sum(o.bram for o in choice.values()),
+        "DSP": sum(o.dsp for o in choice.values()),
+    }
+    return fabric(layers, work, board, BOARDS[board], margin)
+
+
+def layer_budget(budget: Budget, extra: dict, margin: dict) -> Budget:
+    """What the layers may use when the whole fabric must stay within `budget`: the fabric is
+    (layers + extra) * (1 + margin) + shell, `extra` being FINN's estimate of what the bitstream
+    stage inserts (FIFOs, DWCs, IODMAs)."""
+
+    def room(total: int, k: str) -> int:
+        return max(0, math.floor((total - SHELL[k]) / (1 + margin[k])) - int(extra[k]))
+
+    return Budget(room(budget.lut, "LUT"), room(budget.bram18, "BRAM_18K"), room(budget.dsp, "DSP"))
+
+
+def search_fabric(model, units: list[Unit], budget: Budget, board: str, rounds: int = 12):
+    """`search` with the whole fabric in `budget`. What is inserted depends on the folding
+    (stream widths), so: search the layers in the budget left by the inserted parts measured so
+    far, measure the choice's fabric, and tighten until it fits (the inserted parts only grow)."""
+    margin = calibration.margin()
+    extra = {k: 0 for k in RESOURCES}
+    for _ in range(rounds):
+        lb = layer_budget(budget, extra, margin)
+        try:
+            choice, binding, nxt = search(units, lb)
+        except UserError as err:
+            raise UserError(
+                f"{err} (whole-fabric budget {budget.lut:,} LUT / {budget.bram18} BRAM18 / "
+                f"{budget.dsp} DSP leaves the layers {lb.lut:,} LUT / {lb.bram18} BRAM18 after "
+                "the FIFOs, width converters, shell and margin; see `--profile max`)"
+            ) from None
+        fab = choice_fabric(model, choice, board, margin)
+        limit = {"LUT": budget.lut, "BRAM_18K": budget.bram18, "DSP": budget.dsp}
+        over = {k: fab["total"][k] - limit[k] for k in RESOURCES}
+        if all(v <= 0 for v in over.values()):
+            return choice, binding, nxt, fab, lb
+        p = fab["parts"]
+        seen = {k: max(extra[k], p["dwc_fifo"][k] + p["iodma"][k]) for k in RESOURCES}
+        if seen == extra:  # rounding of the margin: take the excess off directly
+            seen = {k: extra[k] + max(0, over[k]) for k in RESOURCES}
+        extra = seen
+    raise RuntimeError(f"the whole-fabric search did not settle in {rounds} rounds: {extra}")
 
 
 def check_clock(clock_ns: float) -> None:
@@ -468,10 +603,20 @@ def explain(result: FoldResult) -> str:
         )
     need = result.next_cycles
     fps = 1e9 / result.clock_ns / need if need else 0
-    return (
+    text = (
         f"{result.binding} binds: the next step ({need:,} cycles, {fps:,.0f} FPS) does not fit "
         f"the {result.binding} budget"
     )
+    lb = result.layer_budget or result.budget
+    if need and "LUT" in result.binding:  # how much more LUT the layers would need for it
+        alt = _states(result.units, need, math.inf, lb.bram18, lb.dsp)
+        if alt is not None:
+            lut = min(lu for lu, _ in alt.values())
+            text += (
+                f"; its cheapest folding needs {lut:,} LUT for the layers, "
+                f"{lut - lb.lut:,} more than they have"
+            )
+    return text
 
 
 def board_bound(units: list[Unit], budget: Budget, clock_ns: float) -> dict:

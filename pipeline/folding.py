@@ -57,7 +57,8 @@ def load_folding(path: Path) -> dict:
 
 
 def folding_problems(model, folding: dict) -> list[str]:
-    """Everything wrong with `folding` for the specialised hardware graph `model` (empty if fine)."""
+    """Everything wrong with `folding` for the specialised hardware graph `model` (empty if fine).
+    Never raises on a malformed file: each wrong entry becomes a problem naming key and value."""
     from qonnx.custom_op.registry import getCustomOp
 
     nodes = {n.name: n for n in model.graph.node}
@@ -67,37 +68,40 @@ def folding_problems(model, folding: dict) -> list[str]:
         problems.append(
             f"unknown node names {unknown}; the hardware graph's nodes are: {', '.join(nodes)}"
         )
+    for key, entry in folding.items():
+        if not isinstance(entry, dict):
+            problems.append(f"{key}: expected an object of attributes, got {entry!r}")
+    effective = _effective(folding, nodes, problems)
 
     def value(name: str, attr: str) -> int | None:
-        entry = folding.get(name, {})
-        if attr in entry:
-            return int(entry[attr])
+        if attr in effective.get(name, {}):
+            v = effective[name][attr][0]
+            return v if _is_count(v) else None  # a wrong type is reported once, below
         node = nodes[name]
         return int(getCustomOp(node).get_nodeattr(attr)) if _has_attr(node, attr) else None
 
-    for name, node in nodes.items():
-        entry = folding.get(name)
-        if entry is None:
-            continue
-        if not isinstance(entry, dict):
-            problems.append(f"{name}: expected an object of attributes, got {entry!r}")
-            continue
+    for name, entry in effective.items():
+        node = nodes[name]
         op = base_op(node.op_type)
         rules = DIVIDES.get(op, {})
         inst = getCustomOp(node)
-        for attr, val in entry.items():
+        for attr, (val, where) in entry.items():
             if attr in rules:
                 total = attr_total(inst, rules[attr])
-                if not isinstance(val, int) or val < 1 or total % val:
+                if not _is_count(val):
                     problems.append(
-                        f"{name}: {attr}={val} must divide {rules[attr]}={total}; legal: "
+                        f"{where}: {attr}={val!r} must be a whole number; legal: {divisors(total)}"
+                    )
+                elif total % val:
+                    problems.append(
+                        f"{where}: {attr}={val} must divide {rules[attr]}={total}; legal: "
                         f"{divisors(total)}"
                     )
             elif attr == "resType" and node.op_type == "MVAU_rtl" and val != "dsp":
-                problems.append(f"{name}: resType={val!r}: FINN's RTL MVAU takes only 'dsp'")
+                problems.append(f"{where}: resType={val!r}: FINN's RTL MVAU takes only 'dsp'")
             elif attr not in PASSTHROUGH:
                 problems.append(
-                    f"{name}: attribute {attr!r} is not a folding attribute of {op}; "
+                    f"{where}: attribute {attr!r} is not a folding attribute of {op}; "
                     f"use {sorted(rules) + sorted(PASSTHROUGH)}"
                 )
     # Coupling: a sliding-window generator streams SIMD channels per cycle into its consumer.
@@ -108,12 +112,12 @@ def folding_problems(model, folding: dict) -> list[str]:
         if not consumers:
             continue
         cons = consumers[0]
-        if name not in folding and cons.name not in folding:
+        if name not in effective and cons.name not in effective:
             continue  # neither side set by this file
         cop = base_op(cons.op_type)
         swg_simd = value(name, "SIMD")
         ch = int(getCustomOp(node).get_nodeattr("IFMChannels"))
-        pw = folding.get(name, {}).get("parallel_window", None)
+        pw = effective.get(name, {}).get("parallel_window", (None,))[0]
         if pw and swg_simd != ch:
             problems.append(f"{name}: parallel_window=1 needs SIMD={ch} (all channels)")
         if cop == "Pool":
@@ -134,6 +138,51 @@ def folding_problems(model, folding: dict) -> list[str]:
                     f"MVAU SIMD: {legal}"
                 )
     return problems
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _effective(folding: dict, nodes: dict, problems: list[str]) -> dict[str, dict[str, tuple]]:
+    """node name -> attribute -> (value, where it was set) as FINN's ApplyConfig applies them:
+    "Defaults" entries {attr: [value, op types or "all", value, op types, ...]} on every node of
+    those op types, then the node's own entry over them. Malformed defaults become problems."""
+    from qonnx.custom_op.registry import is_custom_op
+
+    out: dict[str, dict[str, tuple]] = {}
+    defaults = folding.get("Defaults", {})
+    for attr, spec in defaults.items() if isinstance(defaults, dict) else ():
+        where = f"Defaults.{attr}"
+        if not isinstance(spec, list) or not spec or len(spec) % 2:
+            problems.append(
+                f'{where}: expected [value, [op types] or "all", ...] pairs, got {spec!r}'
+            )
+            continue
+        for val, ops in zip(spec[::2], spec[1::2], strict=True):
+            if ops == "all" and len(spec) > 2:
+                problems.append(f'{where}: "all" must be the only pair, got {spec!r}')
+                continue
+            if ops != "all" and not (
+                isinstance(ops, list) and all(isinstance(o, str) for o in ops)
+            ):
+                problems.append(f'{where}: op types must be a list of names or "all", got {ops!r}')
+                continue
+            lacking = []
+            for name, node in nodes.items():
+                if is_custom_op(node.domain, node.op_type) and (
+                    ops == "all" or node.op_type in ops
+                ):
+                    if _has_attr(node, attr):
+                        out.setdefault(name, {})[attr] = (val, f"{where} on {name}")
+                    else:
+                        lacking.append(name)
+            if lacking:
+                problems.append(f"{where}: {', '.join(lacking)} have no attribute {attr!r}")
+    for name, entry in folding.items():
+        if name in nodes and isinstance(entry, dict):
+            out.setdefault(name, {}).update({a: (v, name) for a, v in entry.items()})
+    return out
 
 
 def validate_folding(model, path: Path) -> dict:

@@ -17,6 +17,10 @@ from PIL import Image
 from maskbnn.errors import UserError
 from maskbnn.pipeline.datasets import read_pickle_batch
 
+# The one pre-processing step shared by the data stage, training, evaluation, the golden vectors and
+# the board driver; it lives in the driver package because that package may not import this one.
+from maskbnn_board.preprocess import decode_file, to_model_input  # noqa: E402, F401
+
 CLASSES = ("mask_correct", "nose_uncovered", "chin_uncovered", "nose_mouth_uncovered")
 # File-name suffix -> class index (original layout).
 SUFFIX_TO_CLASS = {"_Mask": 0, "_Mask_Mouth_Chin": 1, "_Mask_Nose_Mouth": 2, "_Mask_Chin": 3}
@@ -103,28 +107,8 @@ def scan(source: Path, layout: str | None = None) -> tuple[str, list[Item], list
 def load_image(item: Item, size: int) -> np.ndarray:
     """Decode one item to a size x size x 3 uint8 array (raises on a corrupt or truncated file)."""
     if item.pixels is not None:
-        img = Image.fromarray(item.pixels)
-    else:
-        with Image.open(item.path) as f:
-            f.load()  # a truncated file raises here instead of yielding grey pixels
-            img = f.copy()
-    return to_model_input(img, size)
-
-
-def to_model_input(img: Image.Image, size: int = 32) -> np.ndarray:
-    """The single pre-processing step shared by training, evaluation and the board driver.
-
-    RGB, centre-cropped to a square, resized with Pillow's (antialiased) bilinear filter.
-    The driver package repeats these three lines because it may not import the project.
-    """
-    img = img.convert("RGB")
-    w, h = img.size
-    if w != h:
-        s = min(w, h)
-        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+        return to_model_input(Image.fromarray(item.pixels), size)
+    return decode_file(item.path, size)
 
 
 # --- layouts -----------------------------------------------------------------------------------

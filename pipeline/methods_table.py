@@ -17,8 +17,7 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
+from maskbnn.config import load_yaml
 from maskbnn.errors import UserError
 from maskbnn.paths import BUILD_CONFIGS, BUILD_DIR, REPO_ROOT
 
@@ -28,7 +27,7 @@ DATASETS = {"maskedface": "MaskedFace-Net", "cifar10": "CIFAR-10", "mnist": "MNI
 
 
 def load_table(path: Path = TABLE) -> dict:
-    spec = yaml.safe_load(Path(path).read_text()) or {}
+    spec = load_yaml(path)
     unknown = sorted(set(spec) - {"rows", "published"})
     if unknown:
         raise UserError(f"{path}: unknown keys {unknown}; known: ['published', 'rows']")

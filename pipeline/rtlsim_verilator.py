@@ -34,7 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+from maskbnn.config import BOARDS
 from maskbnn.errors import MissingToolError, UserError, VerificationError
+from maskbnn.outputs import folder_lock
 from maskbnn.paths import BUILD_DIR
 from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
 from maskbnn.pipeline.export import rel
@@ -219,7 +221,8 @@ def stage_sources(node, inst, dest: Path) -> tuple[list[Path], str]:
     if not code_gen.is_dir():
         raise UserError(
             f"{node.name}: no generated RTL (code_gen_dir_ipgen {code_gen or 'unset'}); "
-            "run the hw_codegen step first (`maskbnn bitstream`)"
+            "the build's bitstream/hw_codegen.onnx points at sources that are gone: delete it "
+            "and run this rtlsim command again (it regenerates them)"
         )
     dest.mkdir(parents=True, exist_ok=True)
     hdl: list[Path] = []
@@ -681,7 +684,7 @@ def _status(L: dict) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--net", required=True, help="network name, e.g. mask_1w1a_0.25")
-    p.add_argument("--board", help="default: the config's build.board")
+    p.add_argument("--board", choices=sorted(BOARDS), help="default: the config's build.board")
     p.add_argument("--build", type=Path, help="build folder (default build/<net>/<board>)")
     p.add_argument("--images", type=int, default=3, help="real images streamed (default 3)")
     p.add_argument("--data", type=Path, help="image folder (default: build.verify.data)")
@@ -693,12 +696,14 @@ def run(args: argparse.Namespace) -> int:
     from maskbnn.pipeline.build import build_dir
     from maskbnn.pipeline.verify import load_images
 
+    cfg = load_network_config(args.net)  # an unknown name is named before any advice to build it
+    board = args.board or cfg.build.board
     require_verilator()
-    board = args.board or load_network_config(args.net).build.board
     build = args.build or build_dir(args.net, board)
-    model_path = codegen_model(args.net, board, build)
-    x, names, _ = load_images(args.net, args.images, args.data)
-    r = simulate_network(model_path, x, build / "rtlsim", names)
+    with folder_lock(build, f"maskbnn rtlsim --net {args.net} --board {board}", create=False):
+        model_path = codegen_model(args.net, board, build)
+        x, names, _ = load_images(args.net, args.images, args.data)
+        r = simulate_network(model_path, x, build / "rtlsim", names)
     skipped = ", ".join(r["not_simulated"])
     print(f"Verilator simulation PASSED: {r['simulated']} RTL layers bit-exact on {r['frames']} "
           f"images ({r['seconds']} s)"

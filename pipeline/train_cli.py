@@ -3,6 +3,8 @@
 maskbnn train --network mask_1w1a_0.25 --datadir DIR [--epochs N] [--resume CKPT]
 maskbnn train --evaluate --network NET (--pretrained | --resume CKPT) --datadir DIR
               [--eval-split all] [--metrics-json OUT]
+torchrun --standalone --nproc_per_node N -m maskbnn train ... [--gpus 0,1,...]   (data parallel,
+              pipeline/distributed.py; --batch_size is then the global batch)
 
 Each training run writes, in <experiments>/<network>_<timestamp>/: checkpoints/{checkpoint,best}.tar,
 log.txt, metrics.json, training_curve.png and confusion.png. Validation is on the test split of the
@@ -51,7 +53,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight_decay", type=float)
     p.add_argument("--random_seed", type=int)
-    p.add_argument("--gpus", help="upstream's GPU list; this build trains on the CPU only")
+    p.add_argument(
+        "--gpus",
+        help="CUDA devices as upstream, e.g. 0 or 0,1 (several: one torchrun process each); "
+        "default: the CPU",
+    )
     p.add_argument("--dry_run", action="store_true", help="write no files")
     p.add_argument(
         "--num_workers",
@@ -115,18 +121,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "BatchNorm statistics recomputed",
     )
     p.add_argument(
+        "--class-balance",
+        choices=("none", "sample", "weights"),
+        help="for unbalanced data (data prepare --keep-all): draw every class equally often "
+        "(sample) or weight each image's loss by n / (classes x its class's count) (weights)",
+    )
+    p.add_argument(
         "--amp",
         action="store_true",
-        help="bfloat16 autocast for training; refused on CPUs without avx512_bf16/amx_bf16",
+        help="mixed precision: bfloat16 autocast (CUDA without bfloat16: float16 with a gradient "
+        "scaler); refused on CPUs without avx512_bf16/amx_bf16",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from maskbnn.pipeline import distributed
+
     cfg = load_network_config(args.network)
-    if args.gpus not in (None, "", "None"):
-        raise UserError("--gpus: this build trains on the CPU only; leave --gpus out")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.pretrained and args.resume:
@@ -138,17 +151,24 @@ def run(args: argparse.Namespace) -> int:
         datadir = SAMPLE_DIR
     if not Path(datadir).exists():
         raise UserError(f"--datadir {datadir} does not exist")
-    if args.evaluate:
-        return _evaluate(args, cfg, Path(datadir))
-    if args.amp:
-        from maskbnn.pipeline.method_hooks import cpu_has_bf16
+    rt = distributed.start(args.gpus)
+    try:
+        if args.evaluate:
+            if rt.distributed:
+                raise UserError("--evaluate runs in one process; start it without torchrun")
+            return _evaluate(args, cfg, Path(datadir), rt)
+        if args.amp and rt.device.type == "cpu":
+            from maskbnn.pipeline.method_hooks import cpu_has_bf16
 
-        if not cpu_has_bf16():
-            raise UserError(
-                "--amp: this CPU has no native bfloat16 (neither avx512_bf16 nor amx_bf16 in "
-                "/proc/cpuinfo); torch would emulate it, slower than float32. Train without --amp."
-            )
-    return _train(args, cfg, Path(datadir))
+            if not cpu_has_bf16():
+                raise UserError(
+                    "--amp: this CPU has no native bfloat16 (neither avx512_bf16 nor amx_bf16 in "
+                    "/proc/cpuinfo); torch would emulate it, slower than float32. Train without "
+                    "--amp."
+                )
+        return _train(args, cfg, Path(datadir), rt)
+    finally:
+        distributed.stop(rt)
 
 
 def with_method(cfg: NetworkConfig, override: str | None, saved: dict | None) -> NetworkConfig:
@@ -174,7 +194,7 @@ def with_method(cfg: NetworkConfig, override: str | None, saved: dict | None) ->
 
 
 # --- evaluation --------------------------------------------------------------------------------
-def _evaluate(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
+def _evaluate(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> int:
     from maskbnn.models.checkpoint import load_weights, pretrained_path, read_checkpoint
     from maskbnn.models.registry import build_model
     from maskbnn.pipeline.plots import plot_confusion
@@ -187,6 +207,7 @@ def _evaluate(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> in
     cfg = with_method(cfg, args.method, saved_method)
     model = build_model(cfg.model)
     load_weights(model, weights, cfg.name, strict=args.strict)
+    model.to(rt.device)
     data = load_eval_data(cfg, datadir, args.eval_split)
     t0 = time.perf_counter()
     m = evaluate_model(model, data, data.classes, progress=args.progress)
@@ -246,17 +267,19 @@ def load_eval_data(cfg: NetworkConfig, datadir: Path, split: str):
 
 
 # --- training ----------------------------------------------------------------------------------
-def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
+def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> int:
     import torch
 
     from maskbnn.models.checkpoint import load_weights, pretrained_path, read_checkpoint
     from maskbnn.models.registry import build_model
+    from maskbnn.pipeline import distributed
     from maskbnn.pipeline.datasets import hold_out, load_dataset
     from maskbnn.pipeline.plots import plot_confusion, plot_training_curve
     from maskbnn.pipeline.trainer import (
         Checkpoints,
         ClipWeights,
         Trainer,
+        class_weights,
         make_loss,
         make_optimizer,
         make_scheduler,
@@ -301,8 +324,16 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         "augment": pick(args.augment, "augment"),
         "warmup_epochs": pick(None, "warmup_epochs"),
     }
+    balance = args.class_balance or saved_hp.get("class_balance", "none")
+    if balance != "none":  # recorded only when used, so other runs' hparams stay as they were
+        hp["class_balance"] = balance
     if hp["epochs"] < 1 or hp["batch_size"] < 2:
         raise UserError("--epochs must be >= 1 and --batch_size >= 2")
+    if hp["batch_size"] < 2 * rt.world:
+        raise UserError(
+            f"--batch_size {hp['batch_size']} is the global batch: with {rt.world} processes "
+            f"it must be at least {2 * rt.world} (two images per process for BatchNorm)"
+        )
     planned = saved_hp.get("epochs")
     if (
         ckpt is not None
@@ -345,8 +376,12 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
                     f"--resume {args.resume}: the run was started {started}; resume it the same way"
                 )
 
+    if not rt.is_main:  # a raw folder is prepared into a cache once, by rank 0
+        distributed.barrier(rt)
     train = load_dataset(cfg.dataset, datadir, "train", cfg.model.image_size)
     test = load_dataset(cfg.dataset, datadir, "test", cfg.model.image_size)
+    if rt.is_main:
+        distributed.barrier(rt)
     val = None
     if hp.get("val_faces") is not None:
         train, val = hold_out(train, hp["val_faces"])
@@ -359,6 +394,7 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
     model = build_model(cfg.model)
     if args.pretrained:
         load_weights(model, pretrained_path(cfg.name), cfg.name, strict=args.strict)
+    model.to(rt.device)
     optimizer = make_optimizer(
         hp["optim"], model.parameters(), hp["lr"], hp["weight_decay"], hp["momentum"]
     )
@@ -372,11 +408,14 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
     else:
         stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
         run_dir = args.experiments / f"{cfg.name}_{stamp}"
-    logfile = None if args.dry_run else run_dir / "log.txt"
+    writes = not args.dry_run and rt.is_main  # only rank 0 logs and writes files
+    logfile = run_dir / "log.txt" if writes else None
     if logfile:
         logfile.parent.mkdir(parents=True, exist_ok=True)
 
     def log(line: str) -> None:
+        if not rt.is_main:
+            return
         print(line, flush=True)
         if logfile:
             with open(logfile, "a") as f:
@@ -397,7 +436,7 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
 
         average = WeightAverage(hp["swa"])
         hooks.append(average)
-    if not args.dry_run:
+    if writes:
         extra = {"hparams": hp, "datadir": str(datadir), "classes": list(train.classes)}
         checkpoints = Checkpoints(run_dir / "checkpoints", cfg.name, extra)
         hooks.append(checkpoints)
@@ -405,10 +444,14 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
             from maskbnn.pipeline.method_hooks import SaveEvery
 
             hooks.append(SaveEvery(checkpoints, args.save_every))
-    distill = _distiller(cfg, hp) if teacher else None
+    distill = _distiller(cfg, hp, rt.device) if teacher else None
     trainer = Trainer(
         model,
-        make_loss(hp["loss"], cfg.model.num_classes),
+        make_loss(
+            hp["loss"],
+            cfg.model.num_classes,
+            class_weights(train.y, cfg.model.num_classes) if balance == "weights" else None,
+        ),
         optimizer,
         scheduler,
         train.classes,
@@ -418,11 +461,13 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
         hooks=hooks,
         log=log,
         log_freq=args.log_freq,
-        progress=args.progress,
+        progress=args.progress and rt.is_main,
         fast=args.fast_binary,
         distill=distill,
         amp=args.amp,
         precise_bn=hp.get("precise_bn", False),
+        runtime=rt,
+        balanced_sampling=balance == "sample",
     )
     start = 1
     if ckpt is not None:
@@ -432,25 +477,34 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
     else:
         held = f", {len(val)} validation (--val-faces)" if val is not None else ""
         log(f"training {cfg.name} on {datadir}: {len(train)} train{held}, {len(test)} test images")
+    distributed.broadcast_state(model, rt)
     log(f"command: {command}")
+    where = f"{rt.world} processes ({rt.device.type}), global batch" if rt.distributed else "batch"
     log(f"hyper-parameters: {json.dumps(hp)}; torch threads {torch.get_num_threads()}")
+    log(f"training on {rt.device}; {where} {hp['batch_size']}")
     if start > hp["epochs"] and hp.get("precise_bn") and not saved_hp.get("precise_bn"):
         # A finished run given --precise-bn: recalibrate its last weights, as if it had been on.
         n = trainer.recalibrate_bn(to_tensors(train)[0])
         log(f"finished run: BatchNorm statistics recomputed over {n} training batches")
-        if not args.dry_run:
+        if writes:
             checkpoints.on_epoch_end(trainer, start - 1, {})
     elif start > hp["epochs"]:
         log(f"nothing to do: the checkpoint already finished epoch {start - 1}")
     t0 = time.perf_counter()
     # With --val-faces the test split is not looked at until the weights are final.
     result = trainer.fit(train, test if val is None else val, hp["epochs"], start_epoch=start)
+    # The average's BatchNorm pass runs on every rank (its statistics are collective).
+    swa = average.finish(trainer, to_tensors(train)[0]) if average is not None else None
+    if not rt.is_main:
+        return 0
     final = trainer.evaluate(test, desc="final eval")
     metrics = {
         "network": cfg.name,
         "command": command,
         "datadir": str(datadir),
         "n_train": len(train),
+        "device": str(rt.device),
+        "processes": rt.world,
         "hparams": hp,
         "epochs": hp["epochs"],
         "best_val_acc": result["best_val_acc"],
@@ -468,7 +522,9 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
     if average is not None:
         out = None if args.dry_run else run_dir / "checkpoints" / "swa.tar"
         splits = {"val": val, "test": test}
-        metrics["swa"] = _finish_average(average, trainer, train, splits, cfg.name, hp, out, log)
+        metrics["swa"] = _finish_average(
+            average, swa, trainer, train, splits, cfg.name, hp, out, log
+        )
     if not args.dry_run:
         _write_json(run_dir / "metrics.json", metrics)
         if args.metrics_json:
@@ -480,13 +536,11 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path) -> int:
     return 0
 
 
-def _finish_average(average, trainer, train, splits: dict, network: str, hp: dict, out, log):
-    """--swa: the averaged weights with their own BatchNorm, evaluated on each split given and
+def _finish_average(average, swa, trainer, train, splits: dict, network: str, hp: dict, out, log):
+    """--swa: the averaged weights `swa` (WeightAverage.finish) evaluated on each split given and
     saved to `out` (None: not saved). Returns their metrics, or None if no epoch was averaged."""
     from maskbnn.models.checkpoint import save_checkpoint
-    from maskbnn.pipeline.trainer import to_tensors
 
-    swa = average.finish(trainer, to_tensors(train)[0])
     if swa is None:
         log(f"--swa {hp['swa']}: no epoch was averaged (the run trained none)")
         return None
@@ -514,7 +568,7 @@ def _earlier_wall(run_dir: Path, ckpt: dict | None) -> float:
     return float(m.get("wall_seconds_total", m.get("wall_seconds_this_session")) or 0.0)
 
 
-def _distiller(cfg: NetworkConfig, hp: dict):
+def _distiller(cfg: NetworkConfig, hp: dict, device):
     """The KD term of a run: the teacher network built as its checkpoint was trained (its method
     included), its weights loaded, frozen; it must see the same images and classes."""
     from maskbnn.models.checkpoint import load_weights, pretrained_path, read_checkpoint
@@ -533,7 +587,7 @@ def _distiller(cfg: NetworkConfig, hp: dict):
     tcfg = with_method(tcfg, None, read_checkpoint(path).get("hparams", {}).get("method"))
     teacher = build_model(tcfg.model)
     load_weights(teacher, path, name)
-    return make_distiller(teacher, hp["kd_weight"])
+    return make_distiller(teacher.to(device), hp["kd_weight"])
 
 
 def _write_json(path: Path, payload: dict) -> None:

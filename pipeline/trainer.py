@@ -21,6 +21,13 @@ from maskbnn.models.checkpoint import save_checkpoint
 from maskbnn.models.quant import SqrHingeLoss
 from maskbnn.pipeline.augment import random_crop_flip
 from maskbnn.pipeline.datasets import ArrayDataset
+from maskbnn.pipeline.distributed import (
+    CPU,
+    Runtime,
+    average_gradients,
+    reduce_metrics,
+    sync_batchnorm,
+)
 from maskbnn.pipeline.fast_binary import fast_binary
 from maskbnn.pipeline.metrics import Accumulator
 
@@ -33,13 +40,19 @@ def to_tensors(data: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.from_numpy(np.asarray(data.y, dtype=np.int64))
 
 
-def make_loss(name: str, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """SqrHinge (upstream default: targets are +-1 one-hot) or CrossEntropy on class indices."""
+def make_loss(
+    name: str, num_classes: int, class_weights: torch.Tensor | None = None
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """SqrHinge (upstream default: targets are +-1 one-hot) or CrossEntropy on class indices.
+    class_weights: each image's loss times its class's weight, then the plain mean over the batch
+    (not divided by the batch's weight sum, so a batch split over ranks adds up the same)."""
+    if class_weights is not None:
+        return _weighted_loss(name, num_classes, class_weights)
     if name.lower() == "sqrhinge":
         hinge = SqrHingeLoss()
 
         def sqr_hinge(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            target = torch.full((len(y), num_classes), -1.0)
+            target = torch.full((len(y), num_classes), -1.0, device=out.device)
             target.scatter_(1, y[:, None], 1.0)
             return hinge(out, target)
 
@@ -47,6 +60,31 @@ def make_loss(name: str, num_classes: int) -> Callable[[torch.Tensor, torch.Tens
     if name.lower() == "crossentropy":
         return nn.CrossEntropyLoss()
     raise UserError(f"unknown loss {name!r}; use SqrHinge or CrossEntropy")
+
+
+def _weighted_loss(name: str, num_classes: int, weights: torch.Tensor) -> Callable:
+    if name.lower() not in ("sqrhinge", "crossentropy"):
+        make_loss(name, num_classes)  # the unknown-loss error
+
+    def weighted(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if name.lower() == "sqrhinge":  # brevitas' squared hinge, per image
+            target = torch.full((len(y), num_classes), -1.0, device=out.device)
+            target.scatter_(1, y[:, None], 1.0)
+            per_image = (1.0 - out * target).clamp_min(0.0).square().mean(1)
+        else:
+            per_image = nn.functional.cross_entropy(out, y, reduction="none")
+        return (weights.to(out.device)[y] * per_image).mean()
+
+    return weighted
+
+
+def class_weights(y: np.ndarray, num_classes: int) -> torch.Tensor:
+    """n / (classes x n_c): 1 for every class of a balanced set; a class with half the images
+    weighs twice as much. Over the whole set the weights average to 1 (the loss keeps its scale)."""
+    counts = np.bincount(np.asarray(y), minlength=num_classes).astype(np.float64)
+    if (counts == 0).any():
+        raise UserError(f"class weights: some classes have no training images ({counts.tolist()})")
+    return torch.tensor(counts.sum() / (num_classes * counts), dtype=torch.float32)
 
 
 def make_optimizer(
@@ -177,8 +215,16 @@ class Trainer:
         amp: bool = False,
         channels_last: bool = True,
         precise_bn: bool = False,
+        runtime: Runtime = CPU,
+        balanced_sampling: bool = False,
     ) -> None:
+        # The device and, under torchrun, this process's rank (pipeline/distributed.py). The model
+        # is expected on runtime.device; data stays uint8 on the CPU and moves per batch.
+        self.rt = runtime
         self.model = model
+        # Each epoch draws as many images as the split has, with replacement, every class equally
+        # likely (for splits kept unbalanced: `data prepare --keep-all`).
+        self.balanced_sampling = balanced_sampling
         # Recompute BatchNorm statistics exactly after the last epoch (see recalibrate_bn).
         self.precise_bn = precise_bn
         # oneDNN's CPU convolutions run NHWC natively; in NCHW every conv (and its backward)
@@ -190,9 +236,17 @@ class Trainer:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         # Optional extra loss term from (input batch, output), e.g. knowledge distillation
-        # (models/distill.py); amp runs forward and loss under bfloat16 CPU autocast.
+        # (models/distill.py); amp runs forward and loss under autocast: bfloat16 on the CPU and
+        # on GPUs that have it, else float16 with a gradient scaler.
         self.distill = distill
         self.amp = amp
+        device = runtime.device
+        self.amp_dtype = torch.bfloat16
+        if amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            self.amp_dtype = torch.float16
+        self.scaler = torch.amp.GradScaler(
+            device.type, enabled=amp and self.amp_dtype == torch.float16
+        )
         self.fast = fast  # fused 1-bit forward/backward while training (pipeline/fast_binary.py)
         self.loss_fn = loss_fn
         self.optimizer = optimizer
@@ -213,7 +267,10 @@ class Trainer:
 
     # --- state for resuming ----------------------------------------------------------------
     def rng_state(self) -> dict:
-        return {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        state = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()  # floats and ints only
+        return state
 
     def load_state(self, ckpt: dict[str, Any]) -> int:
         """Restore optimizer, scheduler, RNG, history from a checkpoint; returns the next epoch."""
@@ -225,6 +282,8 @@ class Trainer:
             self.generator.set_state(rng["generator"])
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
+        if "scaler" in rng and self.scaler.is_enabled():
+            self.scaler.load_state_dict(rng["scaler"])
         self.best_val_acc = float(ckpt.get("best_val_acc", 0.0))
         self.history = list(ckpt.get("history", []))
         saved = ckpt.get("hook_state") or {}
@@ -260,7 +319,7 @@ class Trainer:
                 "train_seconds": seconds,
                 "train_img_per_s": len(y) / seconds,
             }
-            if val is not None:
+            if val is not None and self.rt.is_main:  # other ranks neither evaluate nor log
                 v = self.evaluate(val, desc=f"eval {epoch}")
                 record |= {"val_top1": v["top1"], "val_loss": v["loss"], "val_n": v["n"]}
                 record["improved"] = v["top1"] >= self.best_val_acc
@@ -283,10 +342,15 @@ class Trainer:
     def train_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int, epochs: int) -> dict:
         self.model.train()
         n = len(y)
-        order = torch.randperm(n, generator=self.generator)
+        if self.balanced_sampling:
+            per_image = 1.0 / torch.bincount(y).double()[y]
+            order = torch.multinomial(per_image, n, replacement=True, generator=self.generator)
+        else:
+            order = torch.randperm(n, generator=self.generator)
         starts = list(range(0, n, self.batch_size))
-        if len(starts) > 1 and n - starts[-1] == 1:
-            starts.pop()  # BatchNorm cannot train on a batch of one image
+        # BatchNorm cannot train on a batch of one image; with several ranks each needs two.
+        if len(starts) > 1 and n - starts[-1] < 2 * self.rt.world:
+            starts.pop()
         acc = Accumulator(len(self.classes))
         bar = tqdm(
             starts,
@@ -295,16 +359,22 @@ class Trainer:
             leave=False,
             disable=not self.progress,
         )
-        with fast_binary(self.model, self.fast):
+        with fast_binary(self.model, self.fast), sync_batchnorm(self.model, self.rt):
             for step, s in enumerate(bar):
                 self._step(x, y, order, s, step, epoch, len(starts), acc, bar)
+        reduce_metrics(acc, self.rt)
         return acc.result(self.classes)
 
     def _batch(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> the float batch the model trains on (augmented when enabled)."""
+        """uint8 images -> the float batch this rank trains on, on its device: the global batch
+        is gathered and augmented (on uint8, cheap) on every rank, so the random draws are the
+        same as in one process; then this rank's slice moves to the device (pinned for CUDA)."""
         xb = x[idx]
         if self.augment:
             xb = random_crop_flip(xb, generator=self.generator)
+        xb = xb[self.rt.shard(len(idx))]
+        if self.rt.device.type == "cuda":
+            xb = xb.pin_memory().to(self.rt.device, non_blocking=True)
         xb = xb.float().div_(255.0)
         if self.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
@@ -333,7 +403,11 @@ class Trainer:
         starts = range(0, n - self.batch_size + 1, self.batch_size) if n >= self.batch_size else [0]
         try:
             # fast_binary probes its layers with a backward pass: no_grad only inside it
-            with fast_binary(model, self.fast), torch.no_grad():
+            with (
+                fast_binary(model, self.fast),
+                sync_batchnorm(model, self.rt),
+                torch.no_grad(),
+            ):
                 for s in starts:
                     model(self._batch(x, order[s : s + self.batch_size]))
         finally:
@@ -344,8 +418,8 @@ class Trainer:
     def _step(self, x, y, order, s: int, step: int, epoch: int, n_steps: int, acc, bar) -> None:
         idx = order[s : s + self.batch_size]
         xb = self._batch(x, idx)
-        yb = y[idx]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.amp):
+        yb = y[idx][self.rt.shard(len(idx))].to(self.rt.device, non_blocking=True)
+        with torch.autocast(self.rt.device.type, dtype=self.amp_dtype, enabled=self.amp):
             out = self.model(xb)
             loss = self.loss_fn(out, yb)
             if self.distill is not None:
@@ -358,11 +432,17 @@ class Trainer:
                 "training stopped (lower --lr, or check the data)"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        if self.rt.distributed:
+            # The loss is a mean over this rank's slice; weighted by the slice's share of the
+            # batch, the ranks' averaged gradients are those of the mean over the global batch.
+            loss = loss * (self.rt.world * len(yb) / len(idx))
+        self.scaler.scale(loss).backward()
+        average_gradients([p for g in self.optimizer.param_groups for p in g["params"]], self.rt)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         for h in self.hooks:
             h.on_step_end(self, epoch, step, value)
-        acc.update(out, yb, value)
+        acc.update(out.cpu(), yb.cpu(), value)
         if self.log_freq and step % self.log_freq == 0:
             bar.set_postfix(loss=f"{value:.4f}", top1=f"{acc.result(self.classes)['top1']:.1f}")
 
@@ -392,12 +472,13 @@ def evaluate_model(
     if len(data) == 0:
         raise UserError("nothing to evaluate: the chosen split has no images")
     model.eval()
+    device = next(model.parameters()).device
     x, y = to_tensors(data)
     acc = Accumulator(len(classes))
     starts = range(0, len(y), EVAL_BATCH)
     for s in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress):
-        xb = x[s : s + EVAL_BATCH].float().div_(255.0)
-        out = model(xb)
+        xb = x[s : s + EVAL_BATCH].to(device).float().div_(255.0)
+        out = model(xb).float().cpu()
         loss = float(loss_fn(out, y[s : s + EVAL_BATCH])) if loss_fn else 0.0
         acc.update(out, y[s : s + EVAL_BATCH], loss)
     return acc.result(classes)

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from maskbnn.config import BOARDS
 from maskbnn.errors import UserError, VerificationError
+from maskbnn.outputs import folder_lock, remove, write_atomic, write_json
 from maskbnn.paths import REPO_ROOT
 from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
 from maskbnn.pipeline.export import rel, weights_hash
@@ -109,13 +111,26 @@ def verify(
     """Run the chain on a finished build; writes the reports and raises on any mismatch."""
     from maskbnn.config import load_network_config
     from maskbnn.pipeline.build import build_dir
-    from maskbnn.pipeline.export import load_model
-    from maskbnn.pipeline.hwgraph import HardwareProgram, read_program, run_mvau
 
     t_all = time.perf_counter()
     cfg = load_network_config(net)
     board = board or cfg.build.board
+    if board not in BOARDS:
+        raise UserError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
     out = Path(build) if build else build_dir(net, board)
+    # A build running on this folder finishes first; Make's stamp goes until this one passes.
+    with folder_lock(out, f"maskbnn verify --net {net} --board {board}", create=False):
+        remove(out / "verified.stamp")
+        return _verify(cfg, board, out, t_all, checkpoint, n_images, finn_images, data, split,
+                       streamlined_images)  # fmt: skip
+
+
+def _verify(cfg, board: str, out: Path, t_all: float, checkpoint, n_images, finn_images, data,
+            split, streamlined_images) -> dict:  # fmt: skip
+    from maskbnn.pipeline.export import load_model
+    from maskbnn.pipeline.hwgraph import HardwareProgram, read_program, run_mvau
+
+    net = cfg.name
     summary_path = out / "build.json"
     if not summary_path.is_file():
         raise UserError(f"no build in {out}: run `maskbnn build --net {net} --board {board}` first")
@@ -147,7 +162,7 @@ def verify(
     if f"_{digest}" not in Path(summary["input"]).name:
         raise UserError(
             f"the build in {rel(out)} was made from {Path(summary['input']).name}, not from these "
-            f"weights ({digest}): export and build them first (`make verify NET={net}` does)"
+            f"weights ({digest}): export and build them first (`make verify NET={net} BOARD={board}` does)"
         )
     ref = brevitas_outputs(model, x)  # in float64: see brevitas_outputs
     f32 = brevitas_outputs(model, x, exact=False)
@@ -287,8 +302,8 @@ def verify(
         "stages": [s.__dict__ for s in stages],
         "seconds": round(time.perf_counter() - t_all, 1),
     }
-    (out / "verification.json").write_text(json.dumps(report, indent=2, default=_json) + "\n")
-    (out / "verification.md").write_text(to_markdown(report))
+    write_atomic(out / "verification.md", to_markdown(report))
+    write_json(out / "verification.json", report, default=_json)
     if not passed:
         failed = [s for s in stages if not s.passed]
         s = failed[0]
@@ -363,7 +378,7 @@ def to_markdown(r: dict) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--net", required=True, help="network name, e.g. mask_1w1a_0.25")
-    p.add_argument("--board", help="default: the config's build.board")
+    p.add_argument("--board", choices=sorted(BOARDS), help="default: the config's build.board")
     p.add_argument("--checkpoint", type=Path, help="weights (default: the shipped ones)")
     p.add_argument("--images", type=int, help="real images (default: build.verify.images)")
     p.add_argument("--finn-images", type=int, help="subset for FINN's slow execution")

@@ -89,3 +89,10 @@ def built_025(tmp_path_factory) -> dict:
     exp = export_checkpoint("mask_1w1a_0.25", ckpt, root / "export")
     summary = run_build("mask_1w1a_0.25", exp.topk, "Pynq-Z1", root / "Pynq-Z1")
     return {"checkpoint": ckpt, "export": exp, "dir": root / "Pynq-Z1", "summary": summary}
+
+
+def plain_env() -> dict:
+    """The environment for a `make` a test runs: without the Make variables of a `make test` above."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}

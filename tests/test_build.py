@@ -21,6 +21,9 @@ def test_build_outputs_and_estimates(built_025):
     assert est["total"]["max_cycles"] == cycles
     assert s["fps"] == pytest.approx(1e8 / cycles)
     assert "| MVAU_hls_8 |" in (d / "estimates.md").read_text()
+    # the committed default folding keeps the whole fabric (FIFOs, shell, margin) within budget
+    assert est["fabric_percent"]["LUT"] <= 80 and est["fabric_percent"]["BRAM_18K"] <= 90
+    assert "## Whole fabric" in (d / "estimates.md").read_text()
 
 
 def test_finn_minimize_bit_width_bug_is_caught_and_fixed(built_025):
@@ -89,6 +92,21 @@ def test_missing_tool_names_env_and_docker(monkeypatch):
         MissingToolError, match="XILINX_VIVADO.*make docker-bitstream NET=mask_1w1a"
     ):
         require_tool("vivado", "mask_1w1a")
+
+
+def test_missing_tool_inside_the_image_speaks_of_the_mount(monkeypatch):
+    """In our image the docker-bitstream route is what runs: the advice is about the mount."""
+    from maskbnn.errors import MissingToolError
+    from maskbnn.pipeline.finn_env import require_tool
+
+    monkeypatch.delenv("XILINX_VIVADO", raising=False)
+    monkeypatch.setenv("MASKBNN_CONTAINER", "1")
+    monkeypatch.setenv("VIVADO_VERSION", "2024.2")
+    monkeypatch.setenv("XILINX_ROOT", "/tools/Xilinx")
+    with pytest.raises(MissingToolError) as err:
+        require_tool("vivado", "mask_1w1a")
+    assert "Vivado 2024.2 under /tools/Xilinx, mounted from the host" in str(err.value)
+    assert "XILINX_ROOT=/path/to/Xilinx" in str(err.value)
 
 
 @pytest.mark.slow

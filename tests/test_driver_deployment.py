@@ -156,3 +156,33 @@ def test_inconsistent_settings_are_refused():
     wrong = cnv_settings("INT10", (1, 3), (1, 3, 1))
     with pytest.raises(DeploymentError, match="one value per class"):
         parse_settings(wrong)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("clock_mhz", 900.0), ("classes", ["a", "b", "c", "d"]), ("network", "mask_1w1a")],
+)
+def test_an_edited_manifest_field_the_driver_reads_is_refused(tmp_path, sample_dir, capsys,
+                                                              field, value):  # fmt: skip
+    """manifest.json carries no hash of itself: the fields the driver acts on are cross-checked
+    against the hash-checked settings, so an edit is refused with the field named."""
+    settings = cnv_settings()
+    settings["maskbnn"]["network"] = "test"
+    path = make_deployment(tmp_path, sample_dir, bitstream=True, settings=settings)
+    Deployment(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest[field] = value
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    for cmd in (["check"], ["run", "--golden", "--backend", "emulate"]):
+        assert board_main([*cmd, "--deploy", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"field '{field}'" in err and "Traceback" not in err
+
+
+def test_a_manifest_role_pointed_at_another_listed_file_is_refused(tmp_path, sample_dir):
+    path = make_deployment(tmp_path, sample_dir, bitstream=True)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["artifacts"]["bitstream"] = "golden/inputs.npy"  # listed, hash matches, wrong role
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DeploymentError, match="artifacts.bitstream"):
+        Deployment(path)

@@ -153,3 +153,18 @@ def test_deploy_without_a_build_says_what_to_run(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "no hardware graph" in err and "make build" in err
+
+
+def test_a_run_with_no_usable_image_fails(deployment, tmp_path, capsys):
+    tmp, _, _ = deployment
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "broken_Mask.jpg").write_bytes(b"not a jpeg")
+    code = board_main(["run", "--deploy", str(tmp / "deploy" / f"{NET}_{BOARD}" / "deploy"),
+                       "--images", str(images), "--backend", "emulate",
+                       "--out", str(tmp_path / "r"), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"no image under {images} could be used (1 skipped" in err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["skipped"][0]["reason"].startswith("unreadable image")

@@ -28,24 +28,26 @@ def sample_files(sample_dir, per_class: int = 15):
     return files
 
 
-def test_same_arrays_as_training_on_real_images(sample_dir):
+def test_same_arrays_as_the_data_stage_on_real_images(sample_dir):
+    """One function, two ways of opening files: the driver's and the data stage's must agree."""
     for p in sample_files(sample_dir):
-        with Image.open(p) as img:
-            img.load()
-            want = maskedface.to_model_input(img, 32)
-            got = to_model_input(img, 32)
+        got = load_image(p, 32)
+        item = maskedface.Item(label=0, face="1", name=p.name, path=p)
         assert got.dtype == np.uint8 and got.shape == (32, 32, 3)
-        np.testing.assert_array_equal(got, want, err_msg=str(p))
+        np.testing.assert_array_equal(got, maskedface.load_image(item, 32), err_msg=str(p))
 
 
 @pytest.mark.parametrize(
     "mode,size", [("L", (50, 40)), ("RGBA", (40, 64)), ("P", (33, 33)), ("CMYK", (128, 96))]
 )
-def test_other_modes_and_sizes_convert_like_training(sample_dir, mode, size):
+def test_other_modes_are_converted_to_rgb_before_crop_and_resize(sample_dir, mode, size):
     src = sample_files(sample_dir, 1)[2]
     with Image.open(src) as img:
         img = img.convert(mode).resize(size)
-    np.testing.assert_array_equal(to_model_input(img), maskedface.to_model_input(img, 32))
+    s = min(size)
+    left, top = (size[0] - s) // 2, (size[1] - s) // 2
+    want = img.convert("RGB").crop((left, top, left + s, top + s)).resize((32, 32), Image.BILINEAR)
+    np.testing.assert_array_equal(to_model_input(img), np.asarray(want))
 
 
 def test_labels_and_classes_match_training(sample_dir):
@@ -81,3 +83,41 @@ def test_empty_or_missing_image_folder(tmp_path):
         list_images(tmp_path)
     with pytest.raises(DriverError, match="does not exist"):
         list_images(tmp_path / "nope")
+
+
+def test_one_preprocessing_for_data_training_and_driver():
+    assert maskedface.to_model_input is to_model_input
+
+
+def test_a_16_bit_png_is_scaled_not_saturated(tmp_path, sample_dir):
+    src = sample_files(sample_dir, 1)[0]
+    with Image.open(src) as img:
+        grey = img.convert("L")
+    wide = np.asarray(grey).astype(np.uint16) * 257  # the same picture at 16 bits per pixel
+    Image.fromarray(wide).save(tmp_path / "deep_Mask.png")
+    with Image.open(tmp_path / "deep_Mask.png") as f:
+        assert f.mode == "I;16"
+    want = to_model_input(grey)
+    np.testing.assert_array_equal(load_image(tmp_path / "deep_Mask.png"), want)
+    assert (want == 255).mean() < 0.1  # the face is not a white square
+    item = maskedface.Item(label=0, face="1", name="deep", path=tmp_path / "deep_Mask.png")
+    np.testing.assert_array_equal(maskedface.load_image(item, 32), want)  # the data stage too
+
+
+def test_32_bit_pixels_are_refused_with_the_mode():
+    with pytest.raises(DriverError, match="mode 'I'"):
+        to_model_input(Image.new("I", (40, 40), 70000))
+
+
+def test_a_decompression_bomb_is_skipped_with_its_reason(tmp_path, sample_dir, monkeypatch):
+    good = sample_files(sample_dir, 1)[0]
+    (tmp_path / good.name).write_bytes(good.read_bytes())
+    Image.new("L", (400, 400)).save(tmp_path / "huge_Mask.png")
+    # Pillow refuses images over twice MAX_IMAGE_PIXELS; lowered so a small file stands for a bomb
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400 * 400 // 3)
+    batches = list(iter_batches(list_images(tmp_path), batch=4))
+    used = [p.name for u, _, _ in batches for p in u]
+    skipped = [s for _, _, s in batches for s in s]
+    assert used == [good.name]
+    assert [s.path.name for s in skipped] == ["huge_Mask.png"]
+    assert "decompression bomb" in skipped[0].reason

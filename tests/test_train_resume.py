@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from maskbnn.errors import UserError
 from maskbnn.models.checkpoint import read_checkpoint
 from maskbnn.paths import REPO_ROOT, SAMPLE_DIR
 
@@ -43,8 +44,8 @@ def command(exp: Path, *extra: str) -> list[str]:
 
 def checkpoint_epoch(path: Path) -> int:
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
-    except (FileNotFoundError, EOFError, RuntimeError):
+        return int(read_checkpoint(path)["epoch"])
+    except UserError:  # not written yet
         return 0
 
 

@@ -16,10 +16,12 @@ import numpy as np
 from maskbnn_board.accelerator import Accelerator
 from maskbnn_board.deployment import Deployment
 from maskbnn_board.errors import AcceleratorTimeoutError, BoardUnavailableError, DeploymentError
+from maskbnn_board.hwh import clocks
 
 # FINN IODMA (HLS, ap_ctrl_hs) AXI-lite register map.
 REG_AP_CTRL = 0x00
 REG_BUFFER_ADDR = 0x10  # in: source / out: destination, low 32 bits
+REG_BUFFER_ADDR_HI = 0x14  # high 32 bits (0 on the 32-bit Zynq-7000, but never left stale)
 REG_NUM_REPS = 0x1C  # images in this run
 AP_START = 0x1
 AP_DONE = 0x2
@@ -95,12 +97,18 @@ class PynqAccelerator(Accelerator):
             # PYNQ finds the hardware description next to the bitstream, by stem
             raise DeploymentError(f"{hwh.name} must sit beside {bit.name} with the same stem")
         self.timeout_s = timeout_s
+        reference, accel_mhz = clocks(hwh)
+        built = self.settings.fclk_mhz
+        if accel_mhz is not None and built is not None and abs(accel_mhz - built) > 1e-3:
+            raise DeploymentError(
+                f"settings.json says the accelerator runs at {built} MHz, its bitstream's clocking "
+                f"wizard makes {accel_mhz} MHz: settings and bitstream come from different builds"
+            )
         self.overlay = pynq.Overlay(str(bit), download=download)
-        clock = deployment.clock_mhz
-        if clock:
-            from pynq.ps import Clocks
+        from pynq.ps import Clocks
 
-            Clocks.fclk0_mhz = clock
+        # FCLK0 is the clocking wizard's reference; the wizard makes the accelerator clock
+        Clocks.fclk0_mhz = reference
         s = self.settings
         self.idma = self._ip(s.input.dma_name)
         # an AXI DMA carries both directions under the input stream's name
@@ -138,8 +146,10 @@ class PynqAccelerator(Accelerator):
             )
         # output first, so no result is produced before its destination is armed
         for ip, buf in ((self.odma, self.obuf), (self.idma, self.ibuf)):
-            ip.write(REG_BUFFER_ADDR, _address(buf))
-            ip.write(REG_NUM_REPS, n)
+            addr = _address(buf)
+            ip.write(REG_BUFFER_ADDR, addr & 0xFFFFFFFF)
+            ip.write(REG_BUFFER_ADDR_HI, (addr >> 32) & 0xFFFFFFFF)
+            ip.write(REG_NUM_REPS, int(n))
             ip.write(REG_AP_CTRL, AP_START)
         _wait(lambda: self.odma.read(REG_AP_CTRL) & AP_DONE, "output IODMA", self.timeout_s)
 

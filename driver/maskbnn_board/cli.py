@@ -114,6 +114,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"wrote {csv_path} and {json_path}")
     finally:
         acc.close()
+    if args.images is not None and not res.rows:
+        raise DriverError(
+            f"no image under {args.images} could be used ({len(res.skipped)} skipped, reasons "
+            f"in {json_path})"
+        )
     if failed:
         raise GoldenMismatchError(
             f"the {args.backend} accelerator disagrees with the golden vectors; see {json_path}"

@@ -24,6 +24,15 @@ MANIFEST = "manifest.json"
 FORMAT = "maskbnn-deploy/1"
 OUTPUT_KINDS = ("label", "scores")
 DMA_KINDS = ("iodma", "axi_dma")
+ARTIFACT_SUFFIXES = {"settings": ".json", "program": ".npz", "bitstream": ".bit", "hwh": ".hwh"}
+GOLDEN_SUFFIXES = {"inputs": ".npy", "expected": ".npy", "labels": ".npy", "names": ".json"}
+
+
+def _number(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def sha256_of(path: Path) -> str:
@@ -64,6 +73,7 @@ class Settings:
     platform: str
     dma: str
     fclk_mhz: float | None
+    identity: dict  # network / board the deploy step recorded in the settings, when it did
 
 
 def _shape(value: object, what: str) -> tuple[int, ...]:
@@ -152,6 +162,7 @@ def parse_settings(data: dict) -> Settings:
         str(info.get("platform", "zynq-iodma")),
         dma,
         float(fclk) if fclk is not None else None,
+        {k: ours[k] for k in ("network", "board") if isinstance(ours.get(k), str)},
     )
 
 
@@ -190,6 +201,7 @@ class Deployment:
         self.files: dict[str, dict] = self.manifest.get("files", {})
         self._checked: set[str] = set()
         self.settings = parse_settings(json.loads(self.checked_path("settings").read_text()))
+        self._cross_check_manifest()
 
     # --- files -----------------------------------------------------------------------------
     def role_name(self, role: str) -> str | None:
@@ -232,11 +244,38 @@ class Deployment:
             self._checked_file(name, "listed")
         return list(self.files)
 
+    def _cross_check_manifest(self) -> None:
+        """manifest.json has no hash of its own: each field the driver reads either names a file
+        whose hash it then checks, or must agree with the hash-checked settings."""
+        s = self.settings
+        want = {"clock_mhz": s.fclk_mhz, "classes": list(s.classes)}
+        want.update({k: s.identity[k] for k in ("network", "board") if k in s.identity})
+        for field, expected in want.items():
+            got = self.manifest.get(field)
+            if field == "clock_mhz" and got is not None and expected is not None:
+                same = abs((_number(got) or -1.0) - float(expected)) <= 1e-3
+            else:
+                same = got is None or got == expected
+            if not same:
+                raise DeploymentError(
+                    f"{self.root / MANIFEST}: field {field!r} is {got!r} but the hash-checked "
+                    f"settings.json says {expected!r}; the manifest was edited: re-run "
+                    "`make deploy` and copy the whole folder again"
+                )
+        for section, roles in (("artifacts", ARTIFACT_SUFFIXES), ("golden", GOLDEN_SUFFIXES)):
+            entries = self.manifest.get(section) or {}
+            for role, suffix in roles.items():
+                name = entries.get(role)
+                if name is not None and not str(name).endswith(suffix):
+                    raise DeploymentError(
+                        f"{self.root / MANIFEST}: field {section}.{role} names {name!r}, not a "
+                        f"{suffix} file; the manifest was edited: re-run `make deploy`"
+                    )
+
     @property
     def clock_mhz(self) -> float | None:
-        """The accelerator clock the bitstream was built for (manifest first, then settings)."""
-        clk = self.manifest.get("clock_mhz", self.settings.fclk_mhz)
-        return float(clk) if clk is not None else None
+        """The accelerator clock the bitstream was built for (from the hash-checked settings)."""
+        return self.settings.fclk_mhz
 
     @property
     def network(self) -> str:

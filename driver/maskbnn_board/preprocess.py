@@ -1,8 +1,8 @@
-"""Image pre-processing and MaskedFace-Net labels, repeated from the training pipeline.
+"""Image pre-processing and MaskedFace-Net labels.
 
-The board package may not import maskbnn, so the three pre-processing steps of
-``maskbnn.pipeline.maskedface.to_model_input`` and its file-name label rules live here again; a
-test feeds real images through both and requires identical arrays.
+``to_model_input`` is the one pre-processing of the project: the data stage, training, evaluation
+and the golden vectors import it (and the JPEG draft decoding of ``load_image``) from here (``maskbnn.pipeline.maskedface``), because the board
+package may not import maskbnn. The file-name label rules are repeated there; a test compares them.
 """
 
 from __future__ import annotations
@@ -21,11 +21,27 @@ CLASSES = ("mask_correct", "nose_uncovered", "chin_uncovered", "nose_mouth_uncov
 # MaskedFace-Net file-name suffix (the face parts the mask covers) -> class index.
 SUFFIX_TO_CLASS = {"_Mask": 0, "_Mask_Mouth_Chin": 1, "_Mask_Nose_Mouth": 2, "_Mask_Chin": 3}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+# JPEG draft decoding: libjpeg scales by 1/2, 1/4 or 1/8 while decoding, to the smallest size that
+# is still at least DRAFT_SCALE x the model input. A 1024 px MaskedFace-Net original decodes at
+# 128 px (8x less work), then Pillow's antialiased resize takes it to 32 px; images of at most
+# 4x the input size (the shipped 128 px sample at 32 px) decode in full, exactly as without draft.
+DRAFT_SCALE = 4
 _NAME_RE = re.compile(r"^(?P<prefix>.*?)(?P<suffix>_Mask(?:_Mouth_Chin|_Nose_Mouth|_Chin)?)$")
 
 
+# 16-bit greyscale modes: Pillow's convert("RGB") clips them at 255 instead of scaling.
+_GREY16 = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
 def to_model_input(img: Image.Image, size: int = 32) -> np.ndarray:
-    """RGB, centre-crop to a square, Pillow bilinear resize to size x size -> uint8 HWC."""
+    """RGB, centre-crop to a square, Pillow bilinear resize to size x size -> uint8 HWC.
+    16-bit greyscale keeps its top 8 bits; 32-bit integer or float pixels (no known range) are
+    refused with the mode named."""
+    if img.mode in _GREY16:
+        img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8))
+    elif img.mode in ("I", "F"):
+        raise DriverError(f"image mode {img.mode!r} (32-bit pixels) has no 8-bit scale; save it "
+                          "as 8 or 16 bits per channel")  # fmt: skip
     try:
         img = img.convert("RGB")
     except ValueError as err:  # a mode Pillow cannot map to RGB: refuse rather than guess
@@ -69,14 +85,23 @@ class Skipped:
     reason: str
 
 
+def decode_file(path: Path, size: int = 32) -> np.ndarray:
+    """Decode one file (JPEG draft, see DRAFT_SCALE) and pre-process it; Pillow's errors pass
+    through (the data stage records them as skipped files, load_image turns them into DriverError)."""
+    with Image.open(path) as f:
+        f.draft(None, (DRAFT_SCALE * size, DRAFT_SCALE * size))  # JPEG only; else no-op
+        f.load()  # a truncated file raises here instead of yielding grey pixels
+        return to_model_input(f, size)
+
+
 def load_image(path: Path, size: int = 32) -> np.ndarray:
     """Decode and pre-process one file; raises DriverError saying why it cannot be used."""
     try:
-        with Image.open(path) as f:
-            f.load()  # a truncated file raises here instead of yielding grey pixels
-            return to_model_input(f, size)
+        return decode_file(path, size)
     except DriverError:
         raise
+    except Image.DecompressionBombError as err:  # skipped like the data stage skips it
+        raise DriverError(f"refused: {err}") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise DriverError(f"unreadable image: {err}") from err
 
