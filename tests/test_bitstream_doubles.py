@@ -68,7 +68,7 @@ def flow(tmp_path_factory) -> dict:
                XILINX_HLS=str(xilinx / "Vitis_HLS" / "2024.2"), FINN_DEPS=str(deps),
                MASKBNN_DOUBLE_LOG=str(tmp / "calls.jsonl"))  # fmt: skip
     stamp = f"build/{NET}/{BOARD}/verified.stamp"
-    args = [f"NET={NET}", f"BOARD={BOARD}", f"VENV={VENV}"]
+    args = [f"NET={NET}", f"BOARD={BOARD}", f"VENV={VENV}", f"BOARD_VENV={VENV}-board"]
 
     def make(target: str, *extra: str, fail: str = "") -> subprocess.CompletedProcess:
         e = {**env, "VIVADO_DOUBLE_FAIL": fail} if fail else env
