@@ -97,7 +97,7 @@ def next_slower_folding(net: str, board: str, build: Path, max_cycles: int, cloc
     units = F.build_units(F.load_graph(graph), part)
     budget = F.Budget.of(part, F.DEFAULT_LUT_FRACTION, F.DEFAULT_BRAM_FRACTION)
     for target in (t for t in F._cycle_targets(units) if t > max_cycles):
-        choice = F._fit(units, target, budget.lut, budget.bram18)
+        choice = F._fit(units, target, budget.lut, budget.bram18, budget.dsp or float("inf"))
         if choice is None:
             continue
         result = F.FoldResult(net, board, part, clock_ns, budget, units, choice, "", None)
