@@ -117,14 +117,35 @@ def ensure_xilinx_libraries() -> None:
     """What FINN+'s own command-line entry does before any step: prepend the Xilinx library
     folders (``$XILINX_VIVADO/lib/lnx64.o``, Vitis HLS's fpo library) to LD_LIBRARY_PATH. The
     node simulators dlopen the simulator kernel by bare file name and the loader reads the path
-    only at process start, so FINN+'s function restarts the process once when it changed. Call
-    it first thing in a process (the CLI does), never after work was done. No-op without Vivado.
-    """
+    only at process start, so the process restarts once when it changed. Call it first thing in
+    a process (the CLI does), never after work was done. No-op without Vivado.
+
+    FINN+'s list (its `xilinx_ld_library_paths`) starts with the system library folder, which
+    shadows the libpython of an interpreter built with a shared libpython elsewhere (pyenv): the
+    restarted process then runs its stdlib on Debian's libpython and breaks (multiprocessing's
+    locks). So this interpreter's own library folder goes first; FINN+'s order follows. FINN+'s
+    `ensure_ld_library_path` cannot take that folder, hence its restart is repeated here."""
     if not os.environ.get("XILINX_VIVADO"):
         return
-    from finn.interface.run_finn import ensure_ld_library_path
+    import sys
+    import sysconfig
 
-    ensure_ld_library_path()
+    from finn.interface.run_finn import (
+        _LD_REEXEC_MARKER,
+        prepend_ld_library_paths,
+        xilinx_ld_library_paths,
+    )
+
+    own = (
+        [sysconfig.get_config_var("LIBDIR")] if sysconfig.get_config_var("Py_ENABLE_SHARED") else []
+    )
+    changed = prepend_ld_library_paths([*own, *xilinx_ld_library_paths()])
+    if not changed or os.environ.get(_LD_REEXEC_MARKER) == "1" or not Path(sys.argv[0]).is_file():
+        return
+    os.environ[_LD_REEXEC_MARKER] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], os.environ)
 
 
 def tool_available(tool: str) -> bool:

@@ -149,12 +149,15 @@ def test_xilinx_libraries_are_on_the_loader_path_from_process_start(tmp_path: Pa
     import os
     import subprocess
     import sys
+    import sysconfig
 
     vivado = tmp_path / "Vivado" / "2024.2"
     script = tmp_path / "probe.py"
     script.write_text(
         "from maskbnn.pipeline.finn_env import ensure_xilinx_libraries\n"
         "ensure_xilinx_libraries()\n"
+        "import multiprocessing\n"
+        "multiprocessing.get_context('spawn').Lock()  # fails on a foreign libpython\n"
         "env = open('/proc/self/environ', 'rb').read().split(b'\\0')\n"
         "print([e.decode() for e in env if e.startswith(b'LD_LIBRARY_PATH=')])\n"
     )
@@ -163,6 +166,10 @@ def test_xilinx_libraries_are_on_the_loader_path_from_process_start(tmp_path: Pa
     assert out.returncode == 0, out.stderr
     paths = out.stdout.strip().split("=", 1)[1].rstrip("']").split(os.pathsep)
     assert f"{vivado}/lib/lnx64.o" in paths and paths[-1] == "/keep"
+    # the system library folder FINN+ puts first must not shadow this interpreter's libpython
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if sysconfig.get_config_var("Py_ENABLE_SHARED") and "/lib/x86_64-linux-gnu/" in paths:
+        assert paths.index(libdir) < paths.index("/lib/x86_64-linux-gnu/")
 
 
 def test_fifo_sizing_simulates_only_with_the_simulator_library(tmp_path: Path, monkeypatch):
