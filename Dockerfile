@@ -88,9 +88,11 @@ COPY data/ data/
 COPY bitstreams/ bitstreams/
 COPY docker/entrypoint.sh docker/
 COPY tests/ tests/
-# any user (docker run --user UID:GID) may run the project; outputs go to the mounted folders
-RUN make setup && chmod +x docker/entrypoint.sh && chmod -R a+rwX /maskbnn/build 2>/dev/null; \
-    mkdir -p /maskbnn/build /maskbnn/bitstreams && chmod a+rwx /maskbnn/build /maskbnn/bitstreams
+# any user (docker run --user UID:GID) may run the project; outputs go to the mounted folders,
+# and the entry point restores FINN+'s simulator bridge into its package folder
+RUN make setup && chmod +x docker/entrypoint.sh \
+    && mkdir -p build bitstreams && chmod a+rwx build bitstreams \
+    && chmod -R a+rwX "$(.venv/bin/python -c 'import finn_xsi, os; print(os.path.dirname(finn_xsi.__file__))')"
 
 ENTRYPOINT ["/maskbnn/docker/entrypoint.sh"]
 CMD ["help"]

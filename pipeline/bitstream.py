@@ -678,7 +678,10 @@ def fill_release(dest: Path, c: dict) -> dict:
             "available": tools,
         },  # fmt: skip
         "board_files": c["board_note"] or "found",
-        "estimates": c["estimates"].get("total", c["estimates"]),
+        # the layers' total and, when the build has it, the whole-fabric estimate: a synthesised
+        # release then joins the folding calibration as a whole-design pair (calibration.own_pair)
+        "estimates": c["estimates"].get("total", c["estimates"])
+        | ({"fabric": c["estimates"]["fabric"]} if "fabric" in c["estimates"] else {}),
         "post_synthesis": c["synthesis"],
         "verification": {
             "passed": verification.get("passed"),

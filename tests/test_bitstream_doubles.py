@@ -124,6 +124,11 @@ def test_make_bitstream_releases_a_complete_folder(flow):
     assert table["LUT"]["finn_estimate"] == int(m["estimates"]["LUT"])
     assert table["LUT"]["post_synthesis"] == m["post_synthesis"]["resources"]["(top)"]["LUT"]
     assert "| LUT |" in (release / "post_synthesis.md").read_text()
+    # with the whole-fabric estimate recorded, the release calibrates the folding as a whole design
+    from maskbnn.pipeline.calibration import own_pair
+    from maskbnn.pipeline.fabric import SHELL
+
+    assert own_pair(m, SHELL)["scope"] == "whole design less the shell figure"
     # the sources listing is of the stitched dataflow graph, not ZynqBuild's partitions
     sources = json.loads((build / "bitstream" / "sources.json").read_text())["layers"]
     assert sources and not any("StreamingDataflowPartition" in k for k in sources)
