@@ -92,7 +92,7 @@ def update_records(folder: Path, record: dict) -> Path:
         "# Folding files written by `maskbnn fold`",
         "",
         "FINN estimates of each file through the build's steps (100 MHz unless noted), budget "
-        "85% LUT / 95% BRAM of the xc7z020. Regenerate: `maskbnn fold --network NET --board B`.",
+        "85% LUT / 95% BRAM of the xc7z020. Regenerate: `maskbnn fold --net NET --board B`.",
         "",
         "| file | FPS | max cycles | bottleneck | LUT | BRAM18 | next step blocked by |",
         "|---|---|---|---|---|---|---|",
@@ -108,7 +108,7 @@ def update_records(folder: Path, record: dict) -> Path:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--network", "--net", dest="network", required=True, help="e.g. mask_1w1a")
+    p.add_argument("--net", "--network", dest="network", required=True, help="e.g. mask_1w1a")
     p.add_argument("--board", required=True, choices=sorted(BOARDS))
     p.add_argument("--clock-ns", type=float, help="clock period (default: the config's, 10 ns)")
     p.add_argument("--lut-budget", type=float, default=fo.DEFAULT_LUT_FRACTION,

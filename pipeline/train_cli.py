@@ -1,7 +1,7 @@
 """`maskbnn train`: train or evaluate a network with brevitas_bnn_pynq_train's flags.
 
-maskbnn train --network mask_1w1a_0.25 --datadir DIR [--epochs N] [--resume CKPT]
-maskbnn train --evaluate --network NET (--pretrained | --resume CKPT) --datadir DIR
+maskbnn train --net mask_1w1a_0.25 --datadir DIR [--epochs N] [--resume CKPT]
+maskbnn train --evaluate --net NET (--pretrained | --resume CKPT) --datadir DIR
               [--eval-split all] [--metrics-json OUT]
 torchrun --standalone --nproc_per_node N -m maskbnn train ... [--gpus 0,1,...]   (data parallel,
               pipeline/distributed.py; --batch_size is then the global batch)
@@ -36,7 +36,11 @@ SPLITS = ("train", "test", "all")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--network", "--net", required=True, help="a name from build_configs/ (--net as elsewhere)"
+        "--net",
+        "--network",
+        dest="network",
+        required=True,
+        help="a name from build_configs/ (--network: bnn_pynq's spelling)",
     )
     p.add_argument("--experiments", type=Path, default=Path("build/experiments"))
     p.add_argument("--datadir", type=Path, help="default: the shipped MaskedFace-Net sample")
@@ -293,7 +297,7 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> i
         if saved != cfg.name:
             raise UserError(
                 f"--resume {args.resume} is a checkpoint of {saved!r}; it cannot continue a "
-                f"{cfg.name!r} run (pass --network {saved})"
+                f"{cfg.name!r} run (pass --net {saved})"
                 if saved
                 else f"--resume {args.resume} names no network; it cannot be resumed"
             )
