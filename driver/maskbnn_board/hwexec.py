@@ -55,12 +55,6 @@ def dtype_range(name: str) -> tuple[int, int]:
     raise ProgramError(f"unsupported data type {name!r} (integer types only)")
 
 
-def dtype_bits(name: str) -> int:
-    if name in ("BINARY", "BIPOLAR"):
-        return 1
-    return int(name[4:]) if name.startswith("UINT") else int(name[3:])
-
-
 def wrap(x: np.ndarray, name: str) -> np.ndarray:
     """Values as an N-bit register of type `name` holds them (two's complement wrap-around)."""
     if name == "BIPOLAR":  # stored as one bit: 0 -> -1, 1 -> +1
