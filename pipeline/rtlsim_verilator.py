@@ -40,6 +40,7 @@ from maskbnn.outputs import folder_lock
 from maskbnn.paths import BUILD_DIR
 from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
 from maskbnn.pipeline.export import rel
+from maskbnn.report import md_table
 from maskbnn_board.datatypes import IntType, parse_datatype
 from maskbnn_board.errors import DeploymentError
 from maskbnn_board.packing import pack, packed_bytes, unpack
@@ -642,18 +643,19 @@ def to_markdown(r: dict) -> str:
         f"`get_exp_cycles()` (0 for FIFOs and width converters: FINN does not estimate them). "
         f"{r['seconds']} s in total.",
         "",
-        "| layer | result | sim cycles (frame 1) | sim cycles/frame (steady) | FINN estimate "
-        "| sim/est | build s |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for L in r["layers"]:
-        ratio = "-" if L["ratio"] is None else f"{L['ratio']:.2f}"
-        lines.append(
-            f"| {L['name']} | {_status(L)} | "
-            f"{L['sim_cycles_first_frame']} | {L['sim_cycles_per_frame'] or '-'} | "
-            f"{L['finn_estimate_cycles'] or 'none (0)'} | {ratio} | "
-            f"{L['build_seconds']}{' (cached)' if L['cached_build'] else ''} |"
-        )
+    header = ("layer", "result", "sim cycles (frame 1)", "sim cycles/frame (steady)",
+              "FINN estimate", "sim/est", "build s")  # fmt: skip
+    lines += md_table(
+        header,
+        (
+            (L["name"], _status(L), L["sim_cycles_first_frame"], L["sim_cycles_per_frame"] or "-",
+             L["finn_estimate_cycles"] or "none (0)",
+             "-" if L["ratio"] is None else f"{L['ratio']:.2f}",
+             f"{L['build_seconds']}{' (cached)' if L['cached_build'] else ''}")
+            for L in r["layers"]
+        ),
+    )  # fmt: skip
     if r["not_simulated"]:
         lines += ["", "Not simulated (Verilator limitations, see rtlsim_verilator.py):", ""]
         lines += [f"- {name}: {note}" for name, note in r["not_simulated"].items()]

@@ -41,6 +41,7 @@ from maskbnn.pipeline.verify_stages import (
     worst_case_images,
     worst_case_layer_problems,
 )
+from maskbnn.report import md_table
 
 LOGIT_ATOL = 1e-4
 
@@ -356,14 +357,15 @@ def to_markdown(r: dict) -> str:
         f"rounds differently on {len(r['brevitas_float32_differs'])} image(s)"
         f"{': ' + ', '.join(r['brevitas_float32_differs'][:10]) if r['brevitas_float32_differs'] else ''}.",
         "",
-        "| stage | compared | n | result | mismatches | s |",
-        "|---|---|---|---|---|---|",
     ]
-    for s in r["stages"]:
-        lines.append(
-            f"| {s['name']} | {s['compared']} | {s['images']} | "
-            f"{'ok' if s['passed'] else '**FAIL**'} | {s['mismatches']} | {s['seconds']} |"
-        )
+    lines += md_table(
+        ("stage", "compared", "n", "result", "mismatches", "s"),
+        (
+            (s["name"], s["compared"], s["images"], "ok" if s["passed"] else "**FAIL**",
+             s["mismatches"], s["seconds"])
+            for s in r["stages"]
+        ),
+    )  # fmt: skip
     for s in r["stages"]:
         if not s["passed"]:
             lines += ["", f"## {s['name']}: first differences", ""]
