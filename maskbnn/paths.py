@@ -8,6 +8,13 @@ BUILD_DIR = REPO_ROOT / "build"
 BUILD_CONFIGS = REPO_ROOT / "build_configs"
 SAMPLE_DIR = REPO_ROOT / "data" / "maskedface-net-sample"
 
+
+def rel(path: Path) -> str:
+    """`path` relative to the repository when inside it (for messages and reports), else as is."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 # An absolute POSIX path inside free text (not the tail of a URL or of a relative path).
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/<>~-])/(?:[\w.+@-]+/)*[\w.+@-]+/?")
 

@@ -37,9 +37,8 @@ import numpy as np
 from maskbnn.config import BOARDS
 from maskbnn.errors import MissingToolError, UserError, VerificationError
 from maskbnn.outputs import folder_lock
-from maskbnn.paths import BUILD_DIR
+from maskbnn.paths import BUILD_DIR, rel
 from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
-from maskbnn.pipeline.export import rel
 from maskbnn.report import md_table
 from maskbnn_board.datatypes import IntType, parse_datatype
 from maskbnn_board.errors import DeploymentError

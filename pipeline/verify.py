@@ -30,9 +30,9 @@ import numpy as np
 from maskbnn.config import BOARDS
 from maskbnn.errors import UserError, VerificationError
 from maskbnn.outputs import folder_lock, remove, write_atomic, write_json
-from maskbnn.paths import REPO_ROOT
+from maskbnn.paths import REPO_ROOT, rel
 from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
-from maskbnn.pipeline.export import rel, weights_hash
+from maskbnn.pipeline.export import weights_hash
 from maskbnn.pipeline.verify_stages import (
     brevitas_outputs,
     dtype_range_problems,
