@@ -75,8 +75,8 @@ class TrainConfig:
     loss: Literal["SqrHinge", "CrossEntropy"] = "SqrHinge"
     scheduler: Literal["FIXED", "STEP", "COSINE"] = "FIXED"
     milestones: tuple[PositiveInt, ...] = (100, 150, 200, 250)
-    weight_decay: Annotated[StrictFloat, Field(ge=0)] = 0.0
     momentum: Annotated[StrictFloat, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[StrictFloat, Field(ge=0)] = 0.0
     random_seed: StrictInt = 1
     augment: StrictBool = True  # random crop (padding 4) + horizontal flip, batched
     warmup_epochs: Annotated[StrictInt, Field(ge=0)] = 0

@@ -89,3 +89,18 @@ def test_configs_stay_frozen_dataclasses_checked_on_replace():
     assert dataclasses.replace(cfg.build, clock_ns=5).clock_ns == 5.0
     with pytest.raises(ValueError, match="greater than 0"):
         dataclasses.replace(cfg.build, clock_ns=-5)
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--epochs", "0"], "training options: epochs: input should be greater than or equal to 1, got 0"),
+        (["--milestones", "a,2"], "milestones.0: input should be a valid integer, got 'a'"),
+        (["--optim", "adamw"], "optim: input should be 'ADAM' or 'SGD', got 'ADAMW'"),
+    ],
+)  # fmt: skip
+def test_train_flags_go_through_the_typed_recipe(capsys, flags, message):
+    """`maskbnn train` merges its flags into the typed TrainConfig: bad ones exit 2, named."""
+    assert main(["train", "--net", "mask_1w1a_0.125", "--dry_run", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
