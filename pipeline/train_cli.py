@@ -317,28 +317,10 @@ def _recipe(args: argparse.Namespace, config: TrainConfig, saved: dict) -> dict:
     return hp | {"milestones": list(hp["milestones"])}
 
 
-def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> int:
-    import torch
-
-    from maskbnn.models.checkpoint import load_weights, pretrained_path
-    from maskbnn.models.registry import build_model
-    from maskbnn.pipeline import distributed
-    from maskbnn.pipeline.datasets import hold_out, load_dataset
-    from maskbnn.pipeline.plots import plot_confusion, plot_training_curve
-    from maskbnn.pipeline.trainer import (
-        Checkpoints,
-        ClipWeights,
-        Trainer,
-        class_weights,
-        make_loss,
-        make_optimizer,
-        make_scheduler,
-        to_tensors,
-    )
-
-    ckpt = _resumed_checkpoint(args.resume, cfg.name) if args.resume else None
+def _hparams(args: argparse.Namespace, cfg: NetworkConfig, ckpt: dict | None, rt):
+    """The run's hparams (recorded in its checkpoints and metrics), its class balance and teacher;
+    refuses flags that contradict the resumed run or each other."""
     saved_hp = (ckpt or {}).get("hparams", {})
-    cfg = with_method(cfg, args.method, saved_hp.get("method"))
     hp = _recipe(args, cfg.train, saved_hp)
     balance = args.class_balance or saved_hp.get("class_balance", "none")
     if balance != "none":  # recorded only when used, so other runs' hparams stay as they were
@@ -389,6 +371,13 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> i
                 raise UserError(
                     f"--resume {args.resume}: the run was started {started}; resume it the same way"
                 )
+    return hp, balance, teacher
+
+
+def _splits(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, hp: dict, rt):
+    """(train, test, validation or None) images of the run."""
+    from maskbnn.pipeline import distributed
+    from maskbnn.pipeline.datasets import hold_out, load_dataset
 
     if not rt.is_main:  # a raw folder is prepared into a cache once, by rank 0
         distributed.barrier(rt)
@@ -403,6 +392,32 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> i
         train = type(train)(train.x[: args.limit], train.y[: args.limit], train.classes)
     if len(train) < 2:
         raise UserError(f"{datadir}: the train split has {len(train)} images; need at least 2")
+    return train, test, val
+
+
+def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> int:
+    import torch
+
+    from maskbnn.models.checkpoint import load_weights, pretrained_path
+    from maskbnn.models.registry import build_model
+    from maskbnn.pipeline import distributed
+    from maskbnn.pipeline.plots import plot_confusion, plot_training_curve
+    from maskbnn.pipeline.trainer import (
+        Checkpoints,
+        ClipWeights,
+        Trainer,
+        class_weights,
+        make_loss,
+        make_optimizer,
+        make_scheduler,
+        to_tensors,
+    )
+
+    ckpt = _resumed_checkpoint(args.resume, cfg.name) if args.resume else None
+    saved_hp = (ckpt or {}).get("hparams", {})
+    cfg = with_method(cfg, args.method, saved_hp.get("method"))
+    hp, balance, teacher = _hparams(args, cfg, ckpt, rt)
+    train, test, val = _splits(args, cfg, datadir, hp, rt)
 
     torch.manual_seed(hp["random_seed"])
     model = build_model(cfg.model)
