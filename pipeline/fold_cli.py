@@ -92,7 +92,7 @@ def update_records(folder: Path, record: dict) -> Path:
         "# Folding files written by `maskbnn fold`",
         "",
         "FINN estimates of each file through the build's steps (100 MHz unless noted), budget "
-        "85% LUT / 95% BRAM of the xc7z020. Regenerate: `maskbnn fold --net NET --board B`.",
+        "85% LUT / 95% BRAM of the xc7z020. Regenerate: `maskbnn fold --network NET --board B`.",
         "",
         "| file | FPS | max cycles | bottleneck | LUT | BRAM18 | next step blocked by |",
         "|---|---|---|---|---|---|---|",
