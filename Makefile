@@ -26,7 +26,7 @@ BOARD_VENV := .venv-board
 BOARD_DEPS := requirements/board.txt driver/pyproject.toml
 BOARD_STAMP := $(BOARD_VENV)/.setup-$(shell cat $(BOARD_DEPS) 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: help setup test test-fast lint format data demo train evaluate export build estimate estimates \
+.PHONY: help setup test test-fast lint format data demo train evaluate export build estimate estimates-all \
 	verify rtlsim bitstream deploy fold fold-all fold-report bench ops methods-table docker-image \
 	docker-demo docker-bitstream docker-test clean
 
@@ -37,6 +37,7 @@ help:
 	@echo "make train NET=.. [EPOCHS=N DATA=DIR]   train (default data: the shipped sample)"
 	@echo "make evaluate NET=.. [DATA=DIR]         evaluate the shipped weights on every image of DATA"
 	@echo "make export|build|verify NET=.. BOARD=Pynq-Z1|Pynq-Z2   QONNX, FINN build, golden chain"
+	@echo "make estimates-all         FINN estimates of the three mask widths on both boards (maskbnn estimate)"
 	@echo "make bitstream NET=.. BOARD=..          HLS/RTL sources -> bitfile (needs Vivado; else says how)"
 	@echo "make deploy NET=.. BOARD=..             board package: driver wheel, golden vectors, bitstream"
 	@echo "make fold NET=.. BOARD=..  |  make fold-report   folding optimizer and its comparison"
@@ -105,11 +106,11 @@ demo: setup
 	$(MASKBNN) demo
 
 train: setup
-	$(MASKBNN) train --network $(NET) --datadir $(DATA) --experiments $(BUILD)/experiments \
+	$(MASKBNN) train --net $(NET) --datadir $(DATA) --experiments $(BUILD)/experiments \
 	  $(if $(EPOCHS),--epochs $(EPOCHS))
 
 evaluate: setup
-	$(MASKBNN) train --evaluate --network $(NET) --pretrained --datadir $(DATA) --eval-split all \
+	$(MASKBNN) train --evaluate --net $(NET) --pretrained --datadir $(DATA) --eval-split all \
 	  --metrics-json $(BUILD)/experiments/$(NET)_eval.json
 
 export: $(EXPORT_INDEX)
@@ -127,7 +128,8 @@ $(VERIFIED): $(BUILD_SUMMARY) | setup
 	$(MASKBNN) rtlsim --net $(NET) --board $(BOARD)
 	touch $@
 
-estimates: setup
+# `make estimate` is `make build` for one NET; this one tabulates FINN's estimates of the three widths.
+estimates-all: setup
 	for n in mask_1w1a_0.25 mask_1w1a_0.5 mask_1w1a; do $(MAKE) --no-print-directory export NET=$$n || exit 1; done
 	$(MASKBNN) estimate
 
@@ -143,10 +145,10 @@ deploy: verify
 
 FOLD_NETS := mask_1w1a mask_1w1a_0.5 mask_1w1a_0.25 cnv_1w1a
 fold: setup
-	$(MASKBNN) fold --network $(NET) --board $(BOARD)
+	$(MASKBNN) fold --net $(NET) --board $(BOARD)
 
 fold-all: setup
-	for n in $(FOLD_NETS); do for b in Pynq-Z1 Pynq-Z2; do $(MASKBNN) fold --network $$n --board $$b || exit 1; done; done
+	for n in $(FOLD_NETS); do for b in Pynq-Z1 Pynq-Z2; do $(MASKBNN) fold --net $$n --board $$b || exit 1; done; done
 
 fold-report: setup
 	$(MASKBNN) fold-report --nets $(FOLD_NETS) --boards $(BOARD)

@@ -1,84 +1,112 @@
-"""Per-network configs (build_configs/<network>.yaml), loaded strictly into frozen dataclasses.
+"""Per-network configs (build_configs/<network>.yaml), loaded strictly into frozen typed dataclasses.
 
 One file per network holds what defines it: the model (family, bit widths, width), the dataset,
-the training recipe, and the build settings. Unknown keys are errors, so a typo never goes unseen.
+the training recipe, and the build settings. The classes are pydantic dataclasses: every value is
+checked against its type, choices and range when a file is loaded (and again on
+`dataclasses.replace`), unknown keys are errors, and `parse` turns pydantic's report into one
+UserError naming the file, the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_type_hints
 
 import yaml
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+from pydantic.dataclasses import dataclass
 
 from maskbnn.errors import UserError
 from maskbnn.paths import BUILD_CONFIGS
 
+# Unknown keys are errors; types are checked strictly (Strict* below: "4" is not an int).
+STRICT = ConfigDict(extra="forbid")
 
-@dataclass(frozen=True)
+Board = Literal["Pynq-Z1", "Pynq-Z2"]
+BOARDS = dict.fromkeys(get_args(Board), "xc7z020clg400-1")
+Family = Literal[
+    "cnv", "fc", "vgg_small", "resnet20", "resnet18", "alexnet_small", "vgg_small_finn",
+    "resnet20_finn",
+]  # fmt: skip
+Dataset = Literal["maskedface", "mnist", "cifar10"]
+Split = Literal["train", "test", "all"]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+Bits = Annotated[StrictInt, Field(ge=1, le=32)]
+
+
+@dataclass(frozen=True, config=STRICT)
 class ModelConfig:
-    family: str  # "cnv" or "fc"
-    num_classes: int
-    weight_bit_width: int
-    act_bit_width: int
-    in_bit_width: int
-    in_channels: int = 3
-    width: float = 1.0  # CNV channel-width multiplier
-    image_size: int = 32
-    hidden: tuple[int, ...] = ()  # FC hidden layer widths
-    pad_value: float = -1.0  # FINN forms: value binary convs pad with (-1 = the hardware's)
-    first_last_weight_bits: int = 8  # FINN forms: weight bits of the first conv and the FC
-    res_bits: int = 4  # resnet20_finn: bits of the residual stream's shared quantiser
+    family: Family
+    num_classes: Annotated[StrictInt, Field(ge=2)]
+    weight_bit_width: Bits
+    act_bit_width: Bits
+    in_bit_width: Bits
+    in_channels: PositiveInt = 3
+    width: Literal[0.125, 0.25, 0.5, 1.0] = 1.0  # channel-width multiplier
+    image_size: PositiveInt = 32
+    hidden: tuple[PositiveInt, ...] = ()  # FC hidden layer widths
+    pad_value: Literal[
+        -1.0, 0.0
+    ] = -1.0  # FINN forms: value binary convs pad with (-1 = the hardware's)
+    first_last_weight_bits: Bits = 8  # FINN forms: weight bits of the first conv and the FC
+    res_bits: Bits = 4  # resnet20_finn: bits of the residual stream's shared quantiser
     # Binary training method of the method families (vgg_small, resnet20, resnet18, alexnet_small):
-    # a mapping validated into models/method.py's BinaryMethod (unknown keys are errors).
-    method: dict | None = None
+    # a mapping validated into models/method.py's BinaryMethod when the file is loaded.
+    method: dict[StrictStr, Any] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class TrainConfig:
     """Defaults are brevitas_bnn_pynq_train's; each network's file overrides what it needs."""
 
-    epochs: int = 1000
-    batch_size: int = 100
-    lr: float = 0.02
-    optim: str = "ADAM"
-    loss: str = "SqrHinge"
-    scheduler: str = "FIXED"
-    milestones: tuple[int, ...] = (100, 150, 200, 250)
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    random_seed: int = 1
-    augment: bool = True  # random crop (padding 4) + horizontal flip, batched
-    warmup_epochs: int = 0
+    epochs: PositiveInt = 1000
+    batch_size: Annotated[StrictInt, Field(ge=2)] = 100
+    lr: Annotated[StrictFloat, Field(gt=0)] = 0.02
+    optim: Literal["ADAM", "SGD"] = "ADAM"
+    loss: Literal["SqrHinge", "CrossEntropy"] = "SqrHinge"
+    scheduler: Literal["FIXED", "STEP", "COSINE"] = "FIXED"
+    milestones: tuple[PositiveInt, ...] = (100, 150, 200, 250)
+    momentum: Annotated[StrictFloat, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[StrictFloat, Field(ge=0)] = 0.0
+    random_seed: StrictInt = 1
+    augment: StrictBool = True  # random crop (padding 4) + horizontal flip, batched
+    warmup_epochs: Annotated[StrictInt, Field(ge=0)] = 0
 
 
-BOARDS = {"Pynq-Z1": "xc7z020clg400-1", "Pynq-Z2": "xc7z020clg400-1"}
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class VerifyConfig:
     """Golden verification: how many real images, and how many go through FINN's slow execution."""
 
-    data: str = "data/maskedface-net-sample"  # relative to the repository
-    split: str = "all"
-    images: int = 1000  # real images compared at every stage (>= 1,000 for a release)
-    finn_images: int = 16  # subset also run through FINN's execute_onnx of the hardware graph
-    streamlined_images: int | None = None  # subset for the streamlined graph (None: all images)
+    data: StrictStr = "data/maskedface-net-sample"  # relative to the repository
+    split: Split = "all"
+    images: PositiveInt = 1000  # real images compared at every stage (>= 1,000 for a release)
+    finn_images: Annotated[StrictInt, Field(ge=0)] = 16  # also run through FINN's execute_onnx
+    # subset for the streamlined graph (None: all images)
+    streamlined_images: Annotated[StrictInt, Field(ge=0)] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class BuildConfig:
     """The `build:` section: target board, clock, parallelism (folding file or target fps),
     outputs, verification. Paths are relative to the config file's folder."""
 
-    board: str = "Pynq-Z1"
-    clock_ns: float = 10.0
-    target_fps: int | None = None
-    folding: str | None = None  # FINN folding JSON, relative to build_configs/; "{board}" expands
-    outputs: tuple[str, ...] = ("estimates",)
-    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    board: Board = "Pynq-Z1"
+    clock_ns: Annotated[StrictFloat, Field(gt=0)] = 10.0
+    target_fps: PositiveInt | None = None
+    folding: StrictStr | None = (
+        None  # FINN folding JSON, relative to build_configs/; "{board}" expands
+    )
+    outputs: tuple[Literal["estimates"], ...] = ("estimates",)
+    verify: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
 
     def folding_path(self, base: Path = BUILD_CONFIGS, board: str | None = None) -> Path | None:
         if self.folding is None:
@@ -86,13 +114,13 @@ class BuildConfig:
         return base / self.folding.replace("{board}", board or self.board)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class NetworkConfig:
-    name: str
-    dataset: str  # "maskedface", "mnist", "cifar10"
+    name: StrictStr
+    dataset: Dataset
     model: ModelConfig
-    train: TrainConfig = field(default_factory=TrainConfig)
-    build: BuildConfig = field(default_factory=BuildConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    build: BuildConfig = dataclasses.field(default_factory=BuildConfig)
     path: Path | None = None
 
 
@@ -108,28 +136,63 @@ def load_network_config(name: str, folder: Path = BUILD_CONFIGS) -> NetworkConfi
             f"unknown network {name!r}; valid names: {', '.join(network_names(folder))}"
         )
     raw = load_yaml(path)
-    try:
-        cfg = NetworkConfig(
-            name=_pop(raw, "name", path),
-            dataset=_pop(raw, "dataset", path),
-            model=_strict(ModelConfig, raw.pop("model", None) or {}, f"{path}: model"),
-            train=_strict(TrainConfig, raw.pop("train", None) or {}, f"{path}: train"),
-            build=_build_config(raw.pop("build", None) or {}, path),
-            path=path,
-        )
-    except TypeError as err:
-        raise UserError(f"{path}: {err}") from None
-    if raw:
-        raise UserError(f"{path}: unknown keys {sorted(raw)}")
+    for section in ("model", "train", "build"):  # an empty section is an empty mapping
+        if section in raw and raw[section] is None:
+            raw[section] = {}
+    cfg = parse(NetworkConfig, raw | {"path": path}, str(path))
     if cfg.model.method is not None:
         from maskbnn.models.method import BinaryMethod
 
-        if not isinstance(cfg.model.method, dict):
-            raise UserError(f"{path}: model.method must be a mapping of method options")
         BinaryMethod.from_dict(cfg.model.method, f"{path}: model.method")
     if cfg.name != name:
         raise UserError(f"{path}: name {cfg.name!r} does not match the file name {name!r}")
     return cfg
+
+
+def parse(cls: type, values: Any, where: str) -> Any:
+    """`cls(**values)` for a typed dataclass, or a UserError naming `where`, each offending key's
+    path, its value and what is allowed (unknown keys listed with the known ones)."""
+    if not isinstance(values, dict):
+        raise UserError(f"{where}: expected a mapping of keys, got {values!r}")
+    try:
+        return cls(**values)
+    except ValidationError as err:
+        raise UserError(f"{where}: " + "; ".join(_problems(cls, err))) from None
+
+
+def _problems(cls: type, err: ValidationError) -> list[str]:
+    unknown: dict[tuple, list[str]] = {}
+    out = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        if e["type"] == "unexpected_keyword_argument":
+            unknown.setdefault(loc[:-1], []).append(str(loc[-1]))
+            continue
+        key = ".".join(map(str, loc))
+        msg = e["msg"][0].lower() + e["msg"][1:]
+        if e["type"].startswith("missing"):
+            out.append(f"{key}: missing, a required key")
+        else:  # a keyless error is a check across keys
+            out.append(f"{key}: {msg}, got {e['input']!r}" if key else msg)
+    for parent, keys in unknown.items():
+        at = ".".join(map(str, parent))
+        known = sorted(f.name for f in dataclasses.fields(_field_class(cls, parent)))
+        out.insert(0, f"{at + ': ' if at else ''}unknown keys {sorted(keys)}; known: {known}")
+    return out
+
+
+def _field_class(cls: type, loc: tuple) -> type:
+    """The dataclass at a key path of `cls` (nested sections, items of a list of sections)."""
+    for key in loc:
+        if isinstance(key, str):
+            cls = _dataclass_in(get_type_hints(cls)[key]) or cls
+    return cls
+
+
+def _dataclass_in(hint: Any) -> type | None:
+    if dataclasses.is_dataclass(hint):
+        return hint
+    return next(filter(None, map(_dataclass_in, get_args(hint))), None)
 
 
 def load_yaml(path: Path) -> dict:
@@ -147,80 +210,3 @@ def load_yaml(path: Path) -> dict:
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of keys, got a {type(raw).__name__}")
     return raw
-
-
-def _build_config(values: dict, path: Path) -> BuildConfig:
-    values = dict(values)
-    verify = _strict(VerifyConfig, values.pop("verify", None) or {}, f"{path}: build.verify")
-    cfg = _strict(BuildConfig, values, f"{path}: build")
-    cfg = dataclasses.replace(cfg, verify=verify)
-    if cfg.board not in BOARDS:
-        raise UserError(
-            f"{path}: build.board {cfg.board!r} unknown; choose one of {sorted(BOARDS)}"
-        )
-    known = ("estimates",)
-    bad = [o for o in cfg.outputs if o not in known]
-    if bad:
-        raise UserError(f"{path}: build.outputs {bad} unknown; known: {list(known)}")
-    return cfg
-
-
-def _pop(raw: dict, key: str, path: Path) -> Any:
-    if key not in raw:
-        raise UserError(f"{path}: missing key {key!r}")
-    return raw.pop(key)
-
-
-# Smallest value of numeric keys that have one (a non-positive epoch count is the YAML's error).
-MINIMUM = {
-    (TrainConfig, "epochs"): 1,
-    (TrainConfig, "batch_size"): 2,
-    (TrainConfig, "warmup_epochs"): 0,
-    (BuildConfig, "target_fps"): 1,
-    (VerifyConfig, "images"): 1,
-    (VerifyConfig, "finn_images"): 0,
-    (VerifyConfig, "streamlined_images"): 0,
-}
-# Field annotation (as written above) -> accepted YAML value types.
-_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,),
-    "float": (int, float),
-    "str": (str,),
-    "bool": (bool,),
-    "dict": (dict,),
-    "tuple[int, ...]": (list,),
-    "tuple[str, ...]": (list,),
-}
-
-
-def _strict(cls: type, values: dict, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise UserError(f"{where}: expected a mapping of keys, got {values!r}")
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise UserError(f"{where}: unknown keys {unknown}; known: {sorted(names)}")
-    for key, v in values.items():
-        _check_value(names[key].type, v, f"{where}.{key}", MINIMUM.get((cls, key)))
-    coerced = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**coerced)
-
-
-def _check_value(annotation: str, v: Any, where: str, minimum: float | None) -> None:
-    """A YAML value of the field's type (and at least `minimum`), else a UserError naming the key."""
-    options = [a.strip() for a in str(annotation).split("|")]
-    if v is None and "None" in options:
-        return
-    accepted = tuple(t for a in options for t in _TYPES.get(a, ()))
-    if len(accepted) < len([a for a in options if a != "None"]):
-        return  # an annotation this check does not know: the dataclass takes it as it is
-    bad_bool = isinstance(v, bool) and bool not in accepted
-    if bad_bool or not isinstance(v, accepted):
-        want = " or ".join(a for a in options if a != "None")
-        raise UserError(f"{where}: expected {want}, got {v!r}")
-    if isinstance(v, list):
-        inner = int if "int" in options[0] else str
-        if not all(isinstance(x, inner) and not isinstance(x, bool) for x in v):
-            raise UserError(f"{where}: expected a list of {inner.__name__}, got {v!r}")
-    if minimum is not None and v < minimum:
-        raise UserError(f"{where}: must be >= {minimum}, got {v!r}")

@@ -8,21 +8,25 @@ The layers that implement each choice are in models/binarize.py and models/react
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
+from pydantic import StrictBool, StrictFloat
+from pydantic.dataclasses import dataclass
+
+from maskbnn.config import STRICT, parse
 from maskbnn.errors import UserError
 
 # Backward rules of the activation sign (forward is always sign with sign(0) = +1).
-ESTIMATORS = ("ste", "ede", "approxsign")
+Estimator = Literal["ste", "ede", "approxsign"]
 # Weight binarisers: the forward weight is sign(.) times a per-output-channel scale.
-WEIGHT_BINARIZERS = ("sign", "libra_pb", "mean_abs")
+WeightBinarizer = Literal["sign", "libra_pb", "mean_abs"]
 # Backward rules of the weight sign; None picks the source method's own (see `weight_grad`).
-WEIGHT_ESTIMATORS = ("identity", "clipped", "ede")
-FIRST_LAST = ("float", "int8")
+WeightEstimator = Literal["identity", "clipped", "ede"]
+ESTIMATORS = get_args(Estimator)
+WEIGHT_BINARIZERS = get_args(WeightBinarizer)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class BinaryMethod:
     """One point in the space of the papers' training methods; every field composes with the others.
 
@@ -40,29 +44,21 @@ class BinaryMethod:
     ede_t_min/max    EDE's annealing range, IR-Net's defaults 0.1 -> 10
     """
 
-    estimator: str = "ste"
-    weight_binarizer: str = "sign"
-    weight_estimator: str | None = None
-    rsign: bool = False
-    rprelu: bool = False
-    learned_scale: bool = False
-    pad_value: float = 0.0
-    first_last: str = "float"
-    ede_t_min: float = 0.1
-    ede_t_max: float = 10.0
+    estimator: Estimator = "ste"
+    weight_binarizer: WeightBinarizer = "sign"
+    weight_estimator: WeightEstimator | None = None
+    rsign: StrictBool = False
+    rprelu: StrictBool = False
+    learned_scale: StrictBool = False
+    pad_value: Literal[-1.0, 0.0] = 0.0
+    first_last: Literal["float", "int8"] = "float"
+    ede_t_min: StrictFloat = 0.1
+    ede_t_max: StrictFloat = 10.0
 
     def __post_init__(self) -> None:
-        _choice("estimator", self.estimator, ESTIMATORS)
-        _choice("weight_binarizer", self.weight_binarizer, WEIGHT_BINARIZERS)
-        if self.weight_estimator is not None:
-            _choice("weight_estimator", self.weight_estimator, WEIGHT_ESTIMATORS)
-        _choice("first_last", self.first_last, FIRST_LAST)
-        for name in ("rsign", "rprelu", "learned_scale"):
-            if not isinstance(getattr(self, name), bool):
-                raise UserError(f"method.{name} must be true or false, not {getattr(self, name)!r}")
-        if not 0 < self.ede_t_min < self.ede_t_max:
-            raise UserError(
-                f"method: need 0 < ede_t_min < ede_t_max, got {self.ede_t_min}, {self.ede_t_max}"
+        if not 0 < self.ede_t_min < self.ede_t_max:  # pydantic reports it with the others
+            raise ValueError(
+                f"need 0 < ede_t_min < ede_t_max, got {self.ede_t_min}, {self.ede_t_max}"
             )
 
     @property
@@ -83,24 +79,8 @@ class BinaryMethod:
 
     @classmethod
     def from_dict(cls, values: dict | None, where: str = "method") -> BinaryMethod:
-        """Strict: unknown keys are errors that list the known ones; numbers are coerced."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
-        for key in ("pad_value", "ede_t_min", "ede_t_max"):
-            if key in values:
-                try:
-                    values[key] = float(values[key])
-                except (TypeError, ValueError):
-                    raise UserError(
-                        f"{where}: {key} must be a number, not {values[key]!r}"
-                    ) from None
-        try:
-            return cls(**values)
-        except UserError as err:
-            raise UserError(f"{where}: {err}") from None
+        """Strict: unknown keys are errors that list the known ones, values are type-checked."""
+        return parse(cls, dict(values or {}), where)
 
     def with_overrides(self, text: str, where: str = "--method") -> BinaryMethod:
         """Apply "key=value,key=value" (booleans true/false, `none` for None)."""
@@ -125,9 +105,7 @@ def _value(text: str) -> Any:
         return False
     if low in ("none", "null", ""):
         return None
-    return text  # numbers are coerced by from_dict where a number is expected
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"method.{name} {value!r} unknown; choose one of {list(choices)}")
+    try:
+        return float(text)  # the typed fields take no numeric strings
+    except ValueError:
+        return text

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskbnn.paths import BUILD_DIR, REPO_ROOT, SAMPLE_DIR
+from maskbnn.paths import BUILD_DIR, SAMPLE_DIR
 
 # Output streams of the CNV accelerators: LabelSelect's class index (UINT8 after FINN rounds it
 # to whole bytes), and the last MVAU's per-class popcount scores as an odd-width signed type.
@@ -101,8 +101,6 @@ def bench(batches=(1, 100, 1000), repeats: int = 5, elementwise_images: int = 20
     from maskbnn.pipeline.deploy import _finn_environment
 
     _finn_environment()
-    if str(REPO_ROOT / "driver") not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT / "driver"))
     from finn.util import data_packing as fdp
     from qonnx.core.datatype import DataType
 

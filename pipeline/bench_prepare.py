@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from maskbnn.paths import BUILD_DIR, SAMPLE_DIR
+from maskbnn.report import md_table
 
 NETWORKS = ("mask_1w1a_0.25", "mask_1w1a")
 
@@ -126,22 +127,38 @@ def write_report(r: dict, out_dir: Path) -> tuple[Path, Path]:
     lines = [
         f"# Data prepare on {r['images']} 1024 px JPEGs ({r['cores']} cores)",
         "",
-        "| decoder | img/s | vs plain |",
-        "|---|---|---|",
-        f"| plain Pillow loop, 1 process | {r['plain_pillow_loop_img_per_s']:,.0f} | 1.0x |",
-        f"| JPEG draft, 1 process | {r['draft_loop_img_per_s']:,.0f} | "
-        f"{r['draft_loop_img_per_s'] / r['plain_pillow_loop_img_per_s']:.1f}x |",
-        f"| `data prepare --keep-all` (draft, pool) | {r['prepare_img_per_s']:,.0f} | "
-        f"{r['prepare_vs_plain']:.1f}x |",
+        *md_table(
+            ("decoder", "img/s", "vs plain"),
+            [
+                (
+                    "plain Pillow loop, 1 process",
+                    f"{r['plain_pillow_loop_img_per_s']:,.0f}",
+                    "1.0x",
+                ),
+                (
+                    "JPEG draft, 1 process",
+                    f"{r['draft_loop_img_per_s']:,.0f}",
+                    f"{r['draft_loop_img_per_s'] / r['plain_pillow_loop_img_per_s']:.1f}x",
+                ),
+                (
+                    "`data prepare --keep-all` (draft, pool)",
+                    f"{r['prepare_img_per_s']:,.0f}",
+                    f"{r['prepare_vs_plain']:.1f}x",
+                ),
+            ],
+        ),
         "",
         f"Draft vs full decode at 32x32: mean |diff| {d['mean_abs']:.3f}, max {d['max_abs']} "
         f"(of 255), {100 * d['pixels_equal_fraction']:.1f}% of values equal.",
         "",
-        "| shipped weights | top-1 full decode | top-1 draft |",
-        "|---|---|---|",
+        *md_table(
+            ("shipped weights", "top-1 full decode", "top-1 draft"),
+            (
+                (net, f"{t['full_decode']:.2f}%", f"{t['draft']:.2f}%")
+                for net, t in r["shipped_top1_on_1024px"].items()
+            ),
+        ),
     ]
-    for net, t in r["shipped_top1_on_1024px"].items():
-        lines.append(f"| {net} | {t['full_decode']:.2f}% | {t['draft']:.2f}% |")
     mpath.write_text("\n".join(lines) + "\n")
     return jpath, mpath
 

@@ -39,6 +39,7 @@ from maskbnn.models.registry import build_model
 from maskbnn.paths import BUILD_DIR, SAMPLE_DIR
 from maskbnn.pipeline.datasets import ArrayDataset, load_dataset
 from maskbnn.pipeline.trainer import ClipWeights, Trainer, make_loss, make_optimizer
+from maskbnn.report import md_table
 
 BATCH = 100
 
@@ -279,17 +280,20 @@ def write(report: dict, out: Path) -> None:
         f"{report['statistic']} of {report['rounds']} interleaved runs of "
         f"{report['steps_per_run']} batches; load average at end {report['load_average_at_end']}.",
         "",
-        "| network | maskbnn | upstream bnn_pynq path | ratio | convolutions alone | ceiling "
-        "| convolutions at GEMM peak | ceiling | their gradients alone at GEMM peak | ceiling |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for net, r in report["results"].items():
-        lines.append(
-            f"| {net} | {r['ours_img_per_s']:.0f} | {r['upstream_img_per_s']:.0f} | "
-            f"{r['ratio']:.2f}x | {r['conv_only_img_per_s']:.0f} | {r['ceiling_ratio']:.2f}x | "
-            f"{r['conv_at_peak_img_per_s']:.0f} | {r['peak_ceiling_ratio']:.2f}x | "
-            f"{r['grads_at_peak_img_per_s']:.0f} | {r['grads_peak_ceiling_ratio']:.2f}x |"
-        )
+    header = ("network", "maskbnn", "upstream bnn_pynq path", "ratio", "convolutions alone",
+              "ceiling", "convolutions at GEMM peak", "ceiling",
+              "their gradients alone at GEMM peak", "ceiling")  # fmt: skip
+    lines += md_table(
+        header,
+        (
+            (net, f"{r['ours_img_per_s']:.0f}", f"{r['upstream_img_per_s']:.0f}",
+             f"{r['ratio']:.2f}x", f"{r['conv_only_img_per_s']:.0f}", f"{r['ceiling_ratio']:.2f}x",
+             f"{r['conv_at_peak_img_per_s']:.0f}", f"{r['peak_ceiling_ratio']:.2f}x",
+             f"{r['grads_at_peak_img_per_s']:.0f}", f"{r['grads_peak_ceiling_ratio']:.2f}x")
+            for net, r in report["results"].items()
+        ),
+    )  # fmt: skip
     peaks = ", ".join(f"{r['gemm_gflops']:.0f}" for r in report["results"].values())
     lines += [
         "",

@@ -19,6 +19,7 @@ import numpy as np
 
 from maskbnn.errors import UserError, VerificationError
 from maskbnn.paths import BUILD_DIR, SAMPLE_DIR
+from maskbnn.report import md_table
 
 
 def bench(net: str, board: str, finn_images: int, hwexec_images: int, threads: int | None) -> dict:
@@ -78,15 +79,15 @@ def to_markdown(rows: list[dict]) -> str:
     lines = [
         "# Bit-exact executor vs FINN execute_onnx (same hardware graph, same images)",
         "",
-        "| network | BLAS threads | executor img/s | FINN s/img | speed-up | outputs equal |",
-        "|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['network']} | {r['blas_threads']} | {r['hwexec_images_per_second']:,} | "
-            f"{r['finn_seconds_per_image']} "
-            f"| {r['speedup']:,}x | {r['outputs_equal']} |"
-        )
+    lines += md_table(
+        ("network", "BLAS threads", "executor img/s", "FINN s/img", "speed-up", "outputs equal"),
+        (
+            (r["network"], r["blas_threads"], f"{r['hwexec_images_per_second']:,}",
+             r["finn_seconds_per_image"], f"{r['speedup']:,}x", r["outputs_equal"])
+            for r in rows
+        ),
+    )  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from maskbnn.config import BOARDS
-from maskbnn.pipeline.export import rel
+from maskbnn.paths import rel
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -24,9 +24,8 @@ from pathlib import Path
 from maskbnn.config import BOARDS, NetworkConfig, load_network_config
 from maskbnn.errors import UserError
 from maskbnn.outputs import folder_lock, remove, write_json
-from maskbnn.paths import BUILD_CONFIGS, BUILD_DIR
+from maskbnn.paths import BUILD_CONFIGS, BUILD_DIR, rel
 from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
-from maskbnn.pipeline.export import rel
 
 # What says a build folder is complete and checked (Make's targets and the verification reports):
 # removed before a build starts, written last by the stage that makes each.

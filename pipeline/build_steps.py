@@ -88,13 +88,6 @@ def step_minimize_bit_width_xnor_safe(model: ModelWrapper, cfg) -> ModelWrapper:
     return model
 
 
-def step_minimize_bit_width_finn(model: ModelWrapper, cfg) -> ModelWrapper:
-    """FINN's own step, unfixed: only for demonstrating that verification catches its bug."""
-    from finn.builder.build_dataflow_steps import step_minimize_bit_width
-
-    return step_minimize_bit_width(model, cfg)
-
-
 # --- binary convs padded with -1 ----------------------------------------------------------------
 # FINN pads a binary feature map with bit 0 (FMPadding), which after the XNOR conversion means -1;
 # it has no rewrite for an explicit Pad node, so a network padding its signs with -1 (the value

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from maskbnn.errors import UserError
 from maskbnn.pipeline.maskedface import CLASSES, LAYOUTS, scan
+from maskbnn.report import md_table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -85,15 +86,11 @@ def format_summary(m: dict) -> str:
         f"split: {m['params']['split']}  seed: {m['params']['seed']}",
         f"content sha256: {m['content_sha256'][:16]}…  skipped: {len(m['skipped'])}",
         "",
-        "| class | train | test |",
-        "|---|---:|---:|",
     ]
-    for c in m["classes"]:
-        lines.append(f"| {c} | {m['counts']['train'][c]} | {m['counts']['test'][c]} |")
-    lines.append(
-        f"| total | {sum(m['counts']['train'].values())} | {sum(m['counts']['test'].values())} |"
-    )
-    return "\n".join(lines)
+    train, test = m["counts"]["train"], m["counts"]["test"]
+    rows = [(c, train[c], test[c]) for c in m["classes"]]
+    rows.append(("total", sum(train.values()), sum(test.values())))
+    return "\n".join(lines + md_table(("class", "train", "test"), rows, align="lrr"))
 
 
 def sample(

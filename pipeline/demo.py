@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             [
                 "train",
                 "--evaluate",
-                "--network",
+                "--net",
                 net,
                 "--pretrained",
                 "--datadir",

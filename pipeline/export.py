@@ -24,7 +24,7 @@ from torch import nn
 
 from maskbnn.errors import UserError
 from maskbnn.outputs import remove, write_json
-from maskbnn.paths import BUILD_DIR, REPO_ROOT
+from maskbnn.paths import BUILD_DIR, rel  # rel: bitstream and fold_cli import it from here
 
 LAYOUTS = ("NHWC", "NCHW")
 
@@ -165,11 +165,6 @@ def _in_channels(model: nn.Module) -> int:
         if isinstance(m, nn.Conv2d):
             return int(m.in_channels)
     raise UserError("export supports the CNV family only (the model has no convolution)")
-
-
-def rel(path: Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 # --- CLI ---------------------------------------------------------------------------------------

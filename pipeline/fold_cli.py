@@ -126,7 +126,7 @@ def update_records(folder: Path, record: dict) -> Path:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--network", "--net", dest="network", required=True, help="e.g. mask_1w1a")
+    p.add_argument("--net", "--network", dest="network", required=True, help="e.g. mask_1w1a")
     p.add_argument("--board", required=True, choices=sorted(BOARDS))
     p.add_argument("--clock-ns", type=float, help="clock period (default: the config's, 10 ns)")
     p.add_argument("--profile", choices=sorted(fo.PROFILES), default="default",

@@ -7,20 +7,13 @@ the Brevitas model, so the program is a faithful copy of what the build would pu
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from maskbnn.errors import UserError
-from maskbnn.paths import REPO_ROOT
 from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
-
-# The executor lives in the board driver package (numpy only); use the source tree's copy when
-# the driver is not installed in this environment.
-if str(REPO_ROOT / "driver") not in sys.path:
-    sys.path.append(str(REPO_ROOT / "driver"))
-from maskbnn_board.hwexec import HardwareProgram, Layer, dtype_range, run_mvau  # noqa: E402, F401
+from maskbnn_board.hwexec import HardwareProgram, Layer, dtype_range, run_mvau  # noqa: F401
 
 SUPPORTED = ("Thresholding", "ConvolutionInputGenerator", "MVAU", "Pool", "StreamingMaxPool",
              "LabelSelect", "FMPadding", "DuplicateStreams", "AddStreams",

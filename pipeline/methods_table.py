@@ -17,23 +17,43 @@ import json
 import time
 from pathlib import Path
 
-from maskbnn.config import load_yaml
-from maskbnn.errors import UserError
+from pydantic import StrictFloat, StrictStr
+from pydantic.dataclasses import dataclass
+
+from maskbnn.config import STRICT, load_yaml, parse
 from maskbnn.paths import BUILD_CONFIGS, BUILD_DIR, REPO_ROOT
+from maskbnn.report import md_table
 
 TABLE = BUILD_CONFIGS / "tables" / "methods.yaml"
 RECORD_DIRS = (REPO_ROOT / "models" / "pretrained", REPO_ROOT / "models" / "runs")
 DATASETS = {"maskedface": "MaskedFace-Net", "cifar10": "CIFAR-10", "mnist": "MNIST"}
 
 
+@dataclass(frozen=True, config=STRICT)
+class Row:
+    network: StrictStr
+    method: StrictStr
+
+
+@dataclass(frozen=True, config=STRICT)
+class Published:
+    model: StrictStr
+    method: StrictStr
+    dataset: StrictStr
+    top1: StrictFloat
+    source: StrictStr
+
+
+@dataclass(frozen=True, config=STRICT)
+class TableSpec:
+    rows: tuple[Row, ...] = ()
+    published: tuple[Published, ...] = ()
+
+
 def load_table(path: Path = TABLE) -> dict:
+    """The table's YAML, checked against TableSpec (the mapping itself is what callers read)."""
     spec = load_yaml(path)
-    unknown = sorted(set(spec) - {"rows", "published"})
-    if unknown:
-        raise UserError(f"{path}: unknown keys {unknown}; known: ['published', 'rows']")
-    for row in spec.get("rows", []):
-        if set(row) != {"network", "method"}:
-            raise UserError(f"{path}: each row needs exactly network and method, got {row}")
+    parse(TableSpec, spec, str(path))
     return spec
 
 
@@ -111,11 +131,6 @@ def collect(spec: dict, board: str, out: Path, estimates: bool = True) -> list[d
     return rows
 
 
-def _cell(text: str) -> str:
-    """Table-safe text: a '|' (as in mean|W|) would split the Markdown cell."""
-    return str(text).replace("|", "\\|")
-
-
 def _e(x: float) -> str:
     return f"{x:.2e}"
 
@@ -129,10 +144,10 @@ def to_markdown(rows: list[dict], published: list[dict], board: str) -> str:
         "sample), from the run record named in methods.json; CPU training, epochs and minutes as "
         "recorded. OPs = BOPs/64 + FLOPs (Bi-Real, Real-to-Binary, ReActNet).",
         "",
-        "| network | method | dataset | top-1 % (n) | epochs / train min | BOPs | FLOPs | OPs | "
-        f"FINN on {board} |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    header = ("network", "method", "dataset", "top-1 % (n)", "epochs / train min", "BOPs",
+              "FLOPs", "OPs", f"FINN on {board}")  # fmt: skip
+    cells = []
     for r in rows:
         acc = f"{r['top1']:.2f} ({r['n_test']})" if r["top1"] is not None else "no run recorded"
         budget = f"{r['epochs']} / {r['train_minutes']}" if r["epochs"] is not None else "-"
@@ -143,10 +158,9 @@ def to_markdown(rows: list[dict], published: list[dict], board: str) -> str:
             finn = "deployable (estimates not run)"
         else:
             finn = "no (reasons below)"
-        lines.append(
-            f"| {r['network']} | {_cell(r['method'])} | {r['dataset']} | {acc} | {budget} | "
-            f"{_e(r['BOPs'])} | {_e(r['FLOPs'])} | {_e(r['OPs'])} | {finn} |"
-        )
+        cells.append((r["network"], r["method"], r["dataset"], acc, budget, _e(r["BOPs"]),
+                      _e(r["FLOPs"]), _e(r["OPs"]), finn))  # fmt: skip
+    lines += md_table(header, cells)
     refused = [r for r in rows if not r["deployable"]]
     if refused:
         lines += ["", "## Why FINN cannot carry the others (and what would)", ""]
@@ -160,14 +174,14 @@ def to_markdown(rows: list[dict], published: list[dict], board: str) -> str:
         "Full-width networks trained on the full datasets; not comparable one to one with the "
         "CPU-budget rows above (smaller widths, fewer images, fewer epochs).",
         "",
-        "| dataset | model | method | top-1 % | source |",
-        "|---|---|---|---|---|",
     ]
-    for p in sorted(published, key=lambda p: p["dataset"]):
-        lines.append(
-            f"| {p['dataset']} | {_cell(p['model'])} | {_cell(p['method'])} | {p['top1']} | "
-            f"{_cell(p['source'])} |"
-        )
+    lines += md_table(
+        ("dataset", "model", "method", "top-1 %", "source"),
+        (
+            (p["dataset"], p["model"], p["method"], p["top1"], p["source"])
+            for p in sorted(published, key=lambda p: p["dataset"])
+        ),
+    )
     return "\n".join(lines) + "\n"
 
 

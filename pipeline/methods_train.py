@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         if datadir is None:
             print(f"{net}: skipped, no --{cfg.dataset} folder given")
             continue
-        argv = ["--network", net, "--datadir", str(datadir), "--epochs", str(args.epochs),
+        argv = ["--net", net, "--datadir", str(datadir), "--epochs", str(args.epochs),
                 "--threads", str(args.threads), "--experiments", str(args.experiments / net),
                 "--no-progress"]  # fmt: skip
         t0 = time.perf_counter()

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from maskbnn.errors import UserError
+from maskbnn.report import md_table
 
 BOPS_PER_FLOP = 64
 DEFINITION = (
@@ -277,17 +278,15 @@ def summary_table(results: list[dict]) -> str:
 
 
 def layer_table(result: dict) -> str:
-    lines = [
-        "| layer | type | in | out | kind | BOPs | FLOPs | why |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in result["layers"]:
-        shape_in = "x".join(map(str, r["in_shape"]))
-        shape_out = "x".join(map(str, r["out_shape"]))
-        lines.append(
-            f"| {r['name']} | {r['type']} | {shape_in} | {shape_out} | {r['kind']} | "
-            f"{r['bops']:,} | {r['flops']:,} | {r['why']} |"
-        )
+    lines = md_table(
+        ("layer", "type", "in", "out", "kind", "BOPs", "FLOPs", "why"),
+        (
+            (r["name"], r["type"], "x".join(map(str, r["in_shape"])),
+             "x".join(map(str, r["out_shape"])), r["kind"], f"{r['bops']:,}", f"{r['flops']:,}",
+             r["why"])
+            for r in result["layers"]
+        ),
+    )  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -29,7 +29,6 @@ PUBLISHED_BIREAL18 = {"bops": 1.68e9, "flops": 1.39e8, "ops": 1.63e8}
 PUBLISHED_RESNET18_FLOPS = 1.8e9
 
 BIREAL18_BLOCKS = (4, 4, 4, 4)  # binary convs per stage (1 conv per Bi-Real block)
-BIREAL34_BLOCKS = (6, 8, 12, 6)
 IMAGENET_INPUT = (3, 224, 224)
 
 
@@ -96,7 +95,3 @@ class BiRealNet(nn.Module):
 
 def bireal18(binary: bool = True) -> nn.Module:
     return BiRealNet(BIREAL18_BLOCKS, binary=binary)
-
-
-def bireal34(binary: bool = True) -> nn.Module:
-    return BiRealNet(BIREAL34_BLOCKS, binary=binary)

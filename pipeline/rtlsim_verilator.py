@@ -37,9 +37,12 @@ import numpy as np
 from maskbnn.config import BOARDS
 from maskbnn.errors import MissingToolError, UserError, VerificationError
 from maskbnn.outputs import folder_lock
-from maskbnn.paths import BUILD_DIR
+from maskbnn.paths import BUILD_DIR, rel
 from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
-from maskbnn.pipeline.export import rel
+from maskbnn.report import md_table
+from maskbnn_board.datatypes import IntType, parse_datatype
+from maskbnn_board.errors import DeploymentError
+from maskbnn_board.packing import pack, packed_bytes, unpack
 
 TESTBENCH = Path(__file__).resolve().parent / "rtlsim" / "axis_testbench.cpp"
 CACHE_DIR = BUILD_DIR / "rtlsim-cache"
@@ -370,41 +373,29 @@ def generic_trace(model, x: np.ndarray) -> list[dict[str, np.ndarray]]:
 # complement, BIPOLAR as one bit with 0 = -1); tests/test_rtlsim.py checks them against FINN's.
 
 
-def _field_bits(dtype) -> tuple[int, bool, bool]:
-    name = dtype.get_canonical_name()
-    if not dtype.is_integer():
-        raise UserError(f"stream data type {name}: only integer streams are simulated")
-    return dtype.bitwidth(), name == "BIPOLAR", bool(dtype.signed()) and name != "BIPOLAR"
+def _stream_type(dtype) -> IntType:
+    """The driver's IntType of a qonnx DataType (only integer streams are simulated)."""
+    try:
+        return parse_datatype(dtype.get_canonical_name())
+    except DeploymentError as err:
+        raise UserError(f"stream: {err}") from None
 
 
-def pack_beats(folded: np.ndarray, dtype, stream_width: int) -> list[int]:
-    """One int per beat from a folded array (..., elements per beat) of `dtype` values."""
-    bw, bipolar, _ = _field_bits(dtype)
+def pack_beats(folded: np.ndarray, dtype) -> list[int]:
+    """One int per beat from a folded array (..., elements per beat) of `dtype` values: the
+    driver's stream packing (the bytes of a word, little-endian) read as one integer."""
     v = np.rint(np.asarray(folded, dtype=np.float64)).astype(np.int64)
-    if bipolar:
-        v = (v + 1) // 2
-    v = v.reshape(-1, v.shape[-1]) & ((1 << bw) - 1)  # two's complement in bw bits
-    shifts = np.arange(bw, dtype=np.int64)
-    bits = ((v[:, :, None] >> shifts) & 1).astype(np.uint8).reshape(len(v), -1)
-    width = -(-max(stream_width, bits.shape[1]) // 8) * 8
-    bits = np.pad(bits, ((0, 0), (0, width - bits.shape[1])))
-    data = np.packbits(bits, axis=1, bitorder="little")
-    return [int.from_bytes(row.tobytes(), "little") for row in data]
+    words = pack(v.reshape(-1, v.shape[-1]), _stream_type(dtype), check=False, wrap=True)
+    return [int.from_bytes(row.tobytes(), "little") for row in words]
 
 
 def unpack_beats(beats: list[int], dtype, elems: int) -> np.ndarray:
     """(beats, elems) float32 values of `dtype` from the beats' low elems * bitwidth bits."""
-    bw, bipolar, signed = _field_bits(dtype)
-    nbytes = -(-elems * bw // 8)
-    raw = b"".join((b & ((1 << (8 * nbytes)) - 1)).to_bytes(nbytes, "little") for b in beats)
-    bits = np.unpackbits(np.frombuffer(raw, np.uint8).reshape(len(beats), nbytes), axis=1,
-                         bitorder="little")[:, : elems * bw].reshape(len(beats), elems, bw)  # fmt: skip
-    v = (bits.astype(np.int64) << np.arange(bw, dtype=np.int64)).sum(axis=2)
-    if signed:
-        v = np.where(v >= 1 << (bw - 1), v - (1 << bw), v)
-    if bipolar:
-        v = 2 * v - 1
-    return v.astype(np.float32)
+    t = _stream_type(dtype)
+    n = packed_bytes(elems, t)
+    raw = b"".join((b & ((1 << (8 * n)) - 1)).to_bytes(n, "little") for b in beats)
+    words = np.frombuffer(raw, np.uint8).reshape(len(beats), n)
+    return unpack(words, t, elems).astype(np.float32)
 
 
 def pack_frames(inst, frames: list[np.ndarray]) -> list[int]:
@@ -413,7 +404,7 @@ def pack_frames(inst, frames: list[np.ndarray]) -> list[int]:
     beats: list[int] = []
     for f in frames:
         folded = np.asarray(f, dtype=np.float32).reshape(shape)
-        beats += pack_beats(folded, inst.get_input_datatype(0), inst.get_instream_width(0))
+        beats += pack_beats(folded, inst.get_input_datatype(0))
     return beats
 
 
@@ -651,18 +642,19 @@ def to_markdown(r: dict) -> str:
         f"`get_exp_cycles()` (0 for FIFOs and width converters: FINN does not estimate them). "
         f"{r['seconds']} s in total.",
         "",
-        "| layer | result | sim cycles (frame 1) | sim cycles/frame (steady) | FINN estimate "
-        "| sim/est | build s |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for L in r["layers"]:
-        ratio = "-" if L["ratio"] is None else f"{L['ratio']:.2f}"
-        lines.append(
-            f"| {L['name']} | {_status(L)} | "
-            f"{L['sim_cycles_first_frame']} | {L['sim_cycles_per_frame'] or '-'} | "
-            f"{L['finn_estimate_cycles'] or 'none (0)'} | {ratio} | "
-            f"{L['build_seconds']}{' (cached)' if L['cached_build'] else ''} |"
-        )
+    header = ("layer", "result", "sim cycles (frame 1)", "sim cycles/frame (steady)",
+              "FINN estimate", "sim/est", "build s")  # fmt: skip
+    lines += md_table(
+        header,
+        (
+            (L["name"], _status(L), L["sim_cycles_first_frame"], L["sim_cycles_per_frame"] or "-",
+             L["finn_estimate_cycles"] or "none (0)",
+             "-" if L["ratio"] is None else f"{L['ratio']:.2f}",
+             f"{L['build_seconds']}{' (cached)' if L['cached_build'] else ''}")
+            for L in r["layers"]
+        ),
+    )  # fmt: skip
     if r["not_simulated"]:
         lines += ["", "Not simulated (Verilator limitations, see rtlsim_verilator.py):", ""]
         lines += [f"- {name}: {note}" for name, note in r["not_simulated"].items()]

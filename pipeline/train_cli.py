@@ -1,7 +1,7 @@
 """`maskbnn train`: train or evaluate a network with brevitas_bnn_pynq_train's flags.
 
-maskbnn train --network mask_1w1a_0.25 --datadir DIR [--epochs N] [--resume CKPT]
-maskbnn train --evaluate --network NET (--pretrained | --resume CKPT) --datadir DIR
+maskbnn train --net mask_1w1a_0.25 --datadir DIR [--epochs N] [--resume CKPT]
+maskbnn train --evaluate --net NET (--pretrained | --resume CKPT) --datadir DIR
               [--eval-split all] [--metrics-json OUT]
 torchrun --standalone --nproc_per_node N -m maskbnn train ... [--gpus 0,1,...]   (data parallel,
               pipeline/distributed.py; --batch_size is then the global batch)
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskbnn.config import NetworkConfig, load_network_config
+from maskbnn.config import NetworkConfig, TrainConfig, load_network_config, parse
 from maskbnn.errors import UserError
 from maskbnn.paths import SAMPLE_DIR
 
@@ -36,7 +36,11 @@ SPLITS = ("train", "test", "all")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--network", "--net", required=True, help="a name from build_configs/ (--net as elsewhere)"
+        "--net",
+        "--network",
+        dest="network",
+        required=True,
+        help="a name from build_configs/ (--network: bnn_pynq's spelling)",
     )
     p.add_argument("--experiments", type=Path, default=Path("build/experiments"))
     p.add_argument("--datadir", type=Path, help="default: the shipped MaskedFace-Net sample")
@@ -46,9 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="default: the network's config")
     p.add_argument("--batch_size", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--optim", help="ADAM or SGD")
-    p.add_argument("--loss", help="SqrHinge (default) or CrossEntropy")
-    p.add_argument("--scheduler", help="FIXED (halve every 40 epochs, as upstream), STEP, COSINE")
+    p.add_argument("--optim", type=str.upper, help="ADAM or SGD")
+    p.add_argument("--loss", type=_loss_name, help="SqrHinge (default) or CrossEntropy")
+    p.add_argument(
+        "--scheduler",
+        type=str.upper,
+        help="FIXED (halve every 40 epochs, as upstream), STEP, COSINE",
+    )
     p.add_argument("--milestones", help="STEP epochs, comma separated, e.g. 100,150,200,250")
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight_decay", type=float)
@@ -132,6 +140,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="mixed precision: bfloat16 autocast (CUDA without bfloat16: float16 with a gradient "
         "scaler); refused on CPUs without avx512_bf16/amx_bf16",
     )
+
+
+def _loss_name(text: str) -> str:
+    """The config's spelling of a loss named in any case (the trainer ignores case)."""
+    return {"sqrhinge": "SqrHinge", "crossentropy": "CrossEntropy"}.get(text.lower(), text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -267,68 +280,51 @@ def load_eval_data(cfg: NetworkConfig, datadir: Path, split: str):
 
 
 # --- training ----------------------------------------------------------------------------------
-def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> int:
-    import torch
+# The flags that override a TrainConfig field of the same name.
+RECIPE_FLAGS = ("epochs", "batch_size", "lr", "optim", "loss", "scheduler", "momentum",
+                "weight_decay", "random_seed", "augment")  # fmt: skip
 
-    from maskbnn.models.checkpoint import load_weights, pretrained_path, read_checkpoint
-    from maskbnn.models.registry import build_model
-    from maskbnn.pipeline import distributed
-    from maskbnn.pipeline.datasets import hold_out, load_dataset
-    from maskbnn.pipeline.plots import plot_confusion, plot_training_curve
-    from maskbnn.pipeline.trainer import (
-        Checkpoints,
-        ClipWeights,
-        Trainer,
-        class_weights,
-        make_loss,
-        make_optimizer,
-        make_scheduler,
-        to_tensors,
-    )
 
-    ckpt = None
-    if args.resume:
-        ckpt = read_checkpoint(args.resume)
-        saved = ckpt.get("network")
-        if saved != cfg.name:
-            raise UserError(
-                f"--resume {args.resume} is a checkpoint of {saved!r}; it cannot continue a "
-                f"{cfg.name!r} run (pass --network {saved})"
-                if saved
-                else f"--resume {args.resume} names no network; it cannot be resumed"
-            )
-        if "optim_dict" not in ckpt:
-            raise UserError(f"--resume {args.resume} holds weights only (no optimizer state)")
-    t = cfg.train
+def _resumed_checkpoint(path: Path, network: str) -> dict:
+    """The checkpoint --resume names, refused unless it continues a run of `network`."""
+    from maskbnn.models.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    saved = ckpt.get("network")
+    if saved != network:
+        raise UserError(
+            f"--resume {path} is a checkpoint of {saved!r}; it cannot continue a "
+            f"{network!r} run (pass --net {saved})"
+            if saved
+            else f"--resume {path} names no network; it cannot be resumed"
+        )
+    if "optim_dict" not in ckpt:
+        raise UserError(f"--resume {path} holds weights only (no optimizer state)")
+    return ckpt
+
+
+def _recipe(args: argparse.Namespace, config: TrainConfig, saved: dict) -> dict:
+    """The run's training recipe as recorded in its hparams: each flag over the resumed run's
+    value over the network's config, checked by the typed TrainConfig (ranges, choices)."""
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    values = dataclasses.asdict(config) | {k: saved[k] for k in names if k in saved}
+    values |= {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
+    if args.milestones:
+        values["milestones"] = [
+            int(m) if m.strip().isdigit() else m for m in args.milestones.split(",")
+        ]
+    hp = dataclasses.asdict(parse(TrainConfig, values, "training options"))
+    return hp | {"milestones": list(hp["milestones"])}
+
+
+def _hparams(args: argparse.Namespace, cfg: NetworkConfig, ckpt: dict | None, rt):
+    """The run's hparams (recorded in its checkpoints and metrics), its class balance and teacher;
+    refuses flags that contradict the resumed run or each other."""
     saved_hp = (ckpt or {}).get("hparams", {})
-    cfg = with_method(cfg, args.method, saved_hp.get("method"))
-
-    def pick(flag, name):  # flag > the resumed run's value > the config
-        return flag if flag is not None else saved_hp.get(name, getattr(t, name))
-
-    hp = {
-        "epochs": pick(args.epochs, "epochs"),
-        "batch_size": pick(args.batch_size, "batch_size"),
-        "lr": pick(args.lr, "lr"),
-        "optim": pick(args.optim, "optim"),
-        "loss": pick(args.loss, "loss"),
-        "scheduler": pick(args.scheduler, "scheduler"),
-        "milestones": (
-            [int(m) for m in args.milestones.split(",")]
-            if args.milestones
-            else list(saved_hp.get("milestones", t.milestones))
-        ),
-        "momentum": pick(args.momentum, "momentum"),
-        "weight_decay": pick(args.weight_decay, "weight_decay"),
-        "random_seed": pick(args.random_seed, "random_seed"),
-        "augment": pick(args.augment, "augment"),
-        "warmup_epochs": pick(None, "warmup_epochs"),
-    }
+    hp = _recipe(args, cfg.train, saved_hp)
     balance = args.class_balance or saved_hp.get("class_balance", "none")
     if balance != "none":  # recorded only when used, so other runs' hparams stay as they were
         hp["class_balance"] = balance
-    if hp["epochs"] < 1 or hp["batch_size"] < 2:
-        raise UserError("--epochs must be >= 1 and --batch_size >= 2")
     if hp["batch_size"] < 2 * rt.world:
         raise UserError(
             f"--batch_size {hp['batch_size']} is the global batch: with {rt.world} processes "
@@ -375,6 +371,13 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> i
                 raise UserError(
                     f"--resume {args.resume}: the run was started {started}; resume it the same way"
                 )
+    return hp, balance, teacher
+
+
+def _splits(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, hp: dict, rt):
+    """(train, test, validation or None) images of the run."""
+    from maskbnn.pipeline import distributed
+    from maskbnn.pipeline.datasets import hold_out, load_dataset
 
     if not rt.is_main:  # a raw folder is prepared into a cache once, by rank 0
         distributed.barrier(rt)
@@ -389,6 +392,32 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> i
         train = type(train)(train.x[: args.limit], train.y[: args.limit], train.classes)
     if len(train) < 2:
         raise UserError(f"{datadir}: the train split has {len(train)} images; need at least 2")
+    return train, test, val
+
+
+def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> int:
+    import torch
+
+    from maskbnn.models.checkpoint import load_weights, pretrained_path
+    from maskbnn.models.registry import build_model
+    from maskbnn.pipeline import distributed
+    from maskbnn.pipeline.plots import plot_confusion, plot_training_curve
+    from maskbnn.pipeline.trainer import (
+        Checkpoints,
+        ClipWeights,
+        Trainer,
+        class_weights,
+        make_loss,
+        make_optimizer,
+        make_scheduler,
+        to_tensors,
+    )
+
+    ckpt = _resumed_checkpoint(args.resume, cfg.name) if args.resume else None
+    saved_hp = (ckpt or {}).get("hparams", {})
+    cfg = with_method(cfg, args.method, saved_hp.get("method"))
+    hp, balance, teacher = _hparams(args, cfg, ckpt, rt)
+    train, test, val = _splits(args, cfg, datadir, hp, rt)
 
     torch.manual_seed(hp["random_seed"])
     model = build_model(cfg.model)

@@ -30,9 +30,9 @@ import numpy as np
 from maskbnn.config import BOARDS
 from maskbnn.errors import UserError, VerificationError
 from maskbnn.outputs import folder_lock, remove, write_atomic, write_json
-from maskbnn.paths import REPO_ROOT
+from maskbnn.paths import REPO_ROOT, rel
 from maskbnn.pipeline import finn_env  # noqa: F401  (FINN's environment before importing it)
-from maskbnn.pipeline.export import rel, weights_hash
+from maskbnn.pipeline.export import weights_hash
 from maskbnn.pipeline.verify_stages import (
     brevitas_outputs,
     dtype_range_problems,
@@ -41,6 +41,7 @@ from maskbnn.pipeline.verify_stages import (
     worst_case_images,
     worst_case_layer_problems,
 )
+from maskbnn.report import md_table
 
 LOGIT_ATOL = 1e-4
 
@@ -125,10 +126,36 @@ def verify(
                        streamlined_images)  # fmt: skip
 
 
+class StageLog:
+    """The stages in order, each timed from the end of the previous one and printed as it ends."""
+
+    def __init__(self) -> None:
+        self.stages: list[Stage] = []
+        self.clock = time.perf_counter()
+
+    def restart(self) -> float:
+        self.clock = time.perf_counter()
+        return self.clock
+
+    def run(self, fn, *a, **k) -> Stage:
+        """Run a stage (a function returning a Stage); its seconds include the work since the
+        previous stage ended."""
+        st = fn(*a, **k)
+        now = time.perf_counter()
+        st.seconds = round(now - self.clock, 2)
+        self.clock = now
+        return self.add(st, f"{st.images:5d} images {st.seconds:6.1f} s  {st.compared}")
+
+    def add(self, st: Stage, line: str) -> Stage:
+        self.stages.append(st)
+        print(f"  {'ok  ' if st.passed else 'FAIL'} {st.name:34s} {line}", flush=True)
+        return st
+
+
 def _verify(cfg, board: str, out: Path, t_all: float, checkpoint, n_images, finn_images, data,
             split, streamlined_images) -> dict:  # fmt: skip
     from maskbnn.pipeline.export import load_model
-    from maskbnn.pipeline.hwgraph import HardwareProgram, read_program, run_mvau
+    from maskbnn.pipeline.hwgraph import HardwareProgram, read_program
 
     net = cfg.name
     summary_path = out / "build.json"
@@ -141,146 +168,30 @@ def _verify(cfg, board: str, out: Path, t_all: float, checkpoint, n_images, finn
     x_worst, names_worst = worst_case_images(x_real.shape[1:])
     x = np.concatenate([x_real, x_worst])
     names = names_real + names_worst
-    stages: list[Stage] = []
-
-    clock = [time.perf_counter()]
-
-    def timed(fn, *a, **k):
-        st = fn(*a, **k)  # seconds: since the previous stage ended (includes running the stage)
-        now = time.perf_counter()
-        st.seconds = round(now - clock[0], 2)
-        clock[0] = now
-        stages.append(st)
-        print(f"  {'ok  ' if st.passed else 'FAIL'} {st.name:34s} {st.images:5d} images "
-              f"{st.seconds:6.1f} s  {st.compared}", flush=True)  # fmt: skip
-        return st
-
-    # Brevitas: the reference
-    t0 = time.perf_counter()
+    log = StageLog()
     model = load_model(net, checkpoint)
-    digest = weights_hash(model)
-    if f"_{digest}" not in Path(summary["input"]).name:
-        raise UserError(
-            f"the build in {rel(out)} was made from {Path(summary['input']).name}, not from these "
-            f"weights ({digest}): export and build them first (`make verify NET={net} BOARD={board}` does)"
-        )
-    ref = brevitas_outputs(model, x)  # in float64: see brevitas_outputs
-    f32 = brevitas_outputs(model, x, exact=False)
-    float32_differs = [
-        names[i] for i in np.flatnonzero((f32["popcount"] != ref["popcount"]).any(1))
-    ]
-    print(f"  ref  brevitas (float64)                 {len(x):5d} images "
-          f"{time.perf_counter() - t0:6.1f} s; float32 differs on {len(float32_differs)}"
-          f"{': ' + ', '.join(float32_differs[:5]) if float32_differs else ''}", flush=True)  # fmt: skip
+    ref, float32_differs = _reference(model, net, board, summary, out, x, names)
 
     topk_onnx = REPO_ROOT / summary["input"]  # absolute paths stay absolute under `/`
-    logits_onnx = topk_onnx.with_name(topk_onnx.stem + "_logits.onnx")
-    inter = out / "intermediate_models"
-
-    # QONNX (logits variant): float logits and top-1
-    clock[0] = time.perf_counter()
-    q = onnx_stage(logits_onnx, x, last_input=False)
-    timed(
-        compare,
-        "qonnx.logits",
-        "logits vs Brevitas (atol 1e-4)",
-        ref["logits"],
-        q["output"],
-        names,
-        LOGIT_ATOL,
-    )
-    timed(
-        compare, "qonnx.top1", "top-1 vs Brevitas", ref["top1"], q["output"].argmax(axis=1), names
-    )
-    # FINN-ONNX after conversion and tidy-up (TopK variant): top-1 and the logits feeding TopK
-    f = onnx_stage(inter / "tidy_up.onnx", x, last_input=True)
-    timed(compare, "finn_onnx.top1", "top-1 vs Brevitas", ref["top1"], f["output"], names)
-    timed(
-        compare,
-        "finn_onnx.logits",
-        "TopK input vs Brevitas logits (atol 1e-4)",
-        ref["logits"],
-        f["last_input"],
-        names,
-        LOGIT_ATOL,
-    )
+    log.restart()
+    _onnx_stages(log, topk_onnx, out / "intermediate_models", x, names, ref)
     # streamlined: TopK's input is the last XNOR popcount itself. FINN executes this graph
     # image by image (0.1-0.5 s each), so a config may limit it to a subset plus the worst cases.
     n_s = streamlined_images or cfg.build.verify.streamlined_images or len(x_real)
-    ss = np.r_[np.arange(min(n_s, len(x_real))), len(x_real) + np.arange(len(x_worst))]
-    s_names = [names[i] for i in ss]
-    s = onnx_stage(inter / "streamline.onnx", x[ss], last_input=True)
-    timed(compare, "streamlined.top1", "top-1 vs Brevitas", ref["top1"][ss], s["output"], s_names)
-    timed(compare, "streamlined.popcount", "last-layer popcount vs Brevitas (exact)",
-          ref["popcount"][ss], s["last_input"], s_names)  # fmt: skip
+    ss = _with_worst_cases(min(n_s, len(x_real)), len(x_real), len(x_worst))
+    _streamlined_stages(log, out / "intermediate_models" / "streamline.onnx", x, names, ref, ss)
 
     # hardware graph: the program is read again from the ONNX, so a stale program cannot pass
     hw_model = out / summary["hw_model"]
     program = read_program(hw_model)
-    saved = HardwareProgram.load(out / summary["program"])
-    sub = np.r_[np.arange(min(finn_images, len(x_real))), len(x_real) + np.arange(len(x_worst))]
-    t0 = time.perf_counter()
-    trace = program.trace(x[sub])
-    finn_trace = finn_hw_trace(hw_model, x[sub])
-    st_names = [names[i] for i in sub]
-    bad_layers = []
-    first = []
-    for layer in program.layers:
-        c = compare("", "", finn_trace[layer.name], trace[layer.name], st_names)
-        if not c.passed:
-            bad_layers.append(layer.name)
-            first.extend({"layer": layer.name, **d} for d in c.first[:2])
-    st = Stage("hw_graph.finn_vs_hwexec", "every layer's output: FINN execute_onnx vs our executor",
-               len(sub), not bad_layers, len(bad_layers), first[:6],
-               round(time.perf_counter() - t0, 2), f"differing layers: {bad_layers}" if bad_layers else "")  # fmt: skip
-    stages.append(st)
-    clock[0] = time.perf_counter()
-    print(
-        f"  {'ok  ' if st.passed else 'FAIL'} {st.name:34s} {st.images:5d} images {st.seconds:6.1f} s  {st.compared}"
+    sub = _with_worst_cases(min(finn_images, len(x_real)), len(x_real), len(x_worst))
+    _finn_hw_stages(log, program, hw_model, x, names, ref, sub)
+    t_hw = _hwexec_stages(
+        log, program, HardwareProgram.load(out / summary["program"]), x, names, ref
     )
-    timed(compare, "hw_graph.finn.top1", "FINN execute_onnx top-1 vs Brevitas",
-          ref["top1"][sub], finn_trace[program.layers[-1].name], st_names)  # fmt: skip
+    _static_stages(log, program)
 
-    t0 = clock[0] = time.perf_counter()
-    hw_out = program.run(x)
-    last = program.layers[_last_mvau(program)]
-    hw_trace_last = run_mvau(program.layer_input(x, last.name).astype(np.float32), last)
-    t_hw = time.perf_counter() - t0
-    timed(
-        compare, "hwexec.top1", "bit-exact executor top-1 vs Brevitas", ref["top1"], hw_out, names
-    )
-    timed(
-        compare,
-        "hwexec.popcount",
-        "last MVAU output vs Brevitas popcount (exact)",
-        ref["popcount"],
-        hw_trace_last,
-        names,
-    )
-    timed(
-        compare,
-        "hwexec.saved_program",
-        "program.npz vs program read from hw_model.onnx",
-        hw_out,
-        saved.run(x),
-        names,
-    )
-
-    # static: types wide enough, and inner layers driven to their extremes
-    t0 = time.perf_counter()
-    problems = dtype_range_problems(program)
-    stages.append(Stage("hw_graph.dtype_ranges", "reachable range fits every declared type",
-                        len(program.layers), not problems, len(problems),
-                        [{"problem": p} for p in problems[:6]], round(time.perf_counter() - t0, 2)))  # fmt: skip
-    problems = worst_case_layer_problems(program)
-    stages.append(Stage("hw_graph.worst_case_layers", "MVAU inputs = weight column, complement, ones, zeros",
-                        len(program.layers), not problems, len(problems),
-                        [{"problem": p} for p in problems[:6]], round(time.perf_counter() - t0, 2)))  # fmt: skip
-    for st in stages[-2:]:
-        print(
-            f"  {'ok  ' if st.passed else 'FAIL'} {st.name:34s} {st.images:5d} layers          {st.compared}"
-        )
-
+    stages = log.stages
     passed = all(s.passed for s in stages)
     report = {
         "network": net,
@@ -314,6 +225,110 @@ def _verify(cfg, board: str, out: Path, t_all: float, checkpoint, n_images, finn
             f"report: {rel(out / 'verification.md')}"
         )
     return report
+
+
+def _with_worst_cases(n: int, n_real: int, n_worst: int) -> np.ndarray:
+    """Indices of the first n real images and of every worst-case input after them."""
+    return np.r_[np.arange(n), n_real + np.arange(n_worst)]
+
+
+def _reference(model, net: str, board: str, summary: dict, out: Path, x, names: list[str]):
+    """Brevitas in float64 (the reference every stage must match), after checking the build was
+    made from these weights; and the images where float32 Brevitas rounds differently."""
+    t0 = time.perf_counter()
+    digest = weights_hash(model)
+    if f"_{digest}" not in Path(summary["input"]).name:
+        raise UserError(
+            f"the build in {rel(out)} was made from {Path(summary['input']).name}, not from these "
+            f"weights ({digest}): export and build them first (`make verify NET={net} BOARD={board}` does)"
+        )
+    ref = brevitas_outputs(model, x)  # in float64: see brevitas_outputs
+    f32 = brevitas_outputs(model, x, exact=False)
+    float32_differs = [
+        names[i] for i in np.flatnonzero((f32["popcount"] != ref["popcount"]).any(1))
+    ]
+    print(f"  ref  brevitas (float64)                 {len(x):5d} images "
+          f"{time.perf_counter() - t0:6.1f} s; float32 differs on {len(float32_differs)}"
+          f"{': ' + ', '.join(float32_differs[:5]) if float32_differs else ''}", flush=True)  # fmt: skip
+    return ref, float32_differs
+
+
+def _onnx_stages(log: StageLog, topk_onnx: Path, inter: Path, x, names, ref) -> None:
+    """QONNX (logits variant): float logits and top-1; FINN-ONNX after conversion and tidy-up
+    (TopK variant): top-1 and the logits feeding TopK."""
+    logits_onnx = topk_onnx.with_name(topk_onnx.stem + "_logits.onnx")
+    q = onnx_stage(logits_onnx, x, last_input=False)
+    log.run(compare, "qonnx.logits", "logits vs Brevitas (atol 1e-4)", ref["logits"], q["output"],
+            names, LOGIT_ATOL)  # fmt: skip
+    log.run(compare, "qonnx.top1", "top-1 vs Brevitas", ref["top1"], q["output"].argmax(axis=1),
+            names)  # fmt: skip
+    f = onnx_stage(inter / "tidy_up.onnx", x, last_input=True)
+    log.run(compare, "finn_onnx.top1", "top-1 vs Brevitas", ref["top1"], f["output"], names)
+    log.run(compare, "finn_onnx.logits", "TopK input vs Brevitas logits (atol 1e-4)",
+            ref["logits"], f["last_input"], names, LOGIT_ATOL)  # fmt: skip
+
+
+def _streamlined_stages(log: StageLog, onnx: Path, x, names, ref, ss: np.ndarray) -> None:
+    s_names = [names[i] for i in ss]
+    s = onnx_stage(onnx, x[ss], last_input=True)
+    log.run(compare, "streamlined.top1", "top-1 vs Brevitas", ref["top1"][ss], s["output"], s_names)
+    log.run(compare, "streamlined.popcount", "last-layer popcount vs Brevitas (exact)",
+            ref["popcount"][ss], s["last_input"], s_names)  # fmt: skip
+
+
+def _finn_hw_stages(log: StageLog, program, hw_model: Path, x, names, ref, sub) -> None:
+    """FINN's execution of the hardware graph vs our executor, layer by layer, and its top-1."""
+    t0 = time.perf_counter()
+    trace = program.trace(x[sub])
+    finn_trace = finn_hw_trace(hw_model, x[sub])
+    st_names = [names[i] for i in sub]
+    bad_layers = []
+    first = []
+    for layer in program.layers:
+        c = compare("", "", finn_trace[layer.name], trace[layer.name], st_names)
+        if not c.passed:
+            bad_layers.append(layer.name)
+            first.extend({"layer": layer.name, **d} for d in c.first[:2])
+    st = Stage("hw_graph.finn_vs_hwexec", "every layer's output: FINN execute_onnx vs our executor",
+               len(sub), not bad_layers, len(bad_layers), first[:6],
+               round(time.perf_counter() - t0, 2), f"differing layers: {bad_layers}" if bad_layers else "")  # fmt: skip
+    log.add(st, f"{st.images:5d} images {st.seconds:6.1f} s  {st.compared}")
+    log.restart()
+    log.run(compare, "hw_graph.finn.top1", "FINN execute_onnx top-1 vs Brevitas",
+            ref["top1"][sub], finn_trace[program.layers[-1].name], st_names)  # fmt: skip
+
+
+def _hwexec_stages(log: StageLog, program, saved, x, names, ref) -> float:
+    """Our bit-exact executor on every image vs Brevitas, and the saved program vs the one read
+    from the ONNX; returns the executor's seconds."""
+    from maskbnn.pipeline.hwgraph import run_mvau
+
+    t0 = log.restart()
+    hw_out = program.run(x)
+    last = program.layers[_last_mvau(program)]
+    hw_trace_last = run_mvau(program.layer_input(x, last.name).astype(np.float32), last)
+    t_hw = time.perf_counter() - t0
+    log.run(compare, "hwexec.top1", "bit-exact executor top-1 vs Brevitas", ref["top1"], hw_out,
+            names)  # fmt: skip
+    log.run(compare, "hwexec.popcount", "last MVAU output vs Brevitas popcount (exact)",
+            ref["popcount"], hw_trace_last, names)  # fmt: skip
+    log.run(compare, "hwexec.saved_program", "program.npz vs program read from hw_model.onnx",
+            hw_out, saved.run(x), names)  # fmt: skip
+    return t_hw
+
+
+def _static_stages(log: StageLog, program) -> None:
+    """Types wide enough, and inner layers driven to their extremes."""
+    t0 = time.perf_counter()
+    for name, compared, problems in (
+        ("hw_graph.dtype_ranges", "reachable range fits every declared type",
+         dtype_range_problems(program)),
+        ("hw_graph.worst_case_layers", "MVAU inputs = weight column, complement, ones, zeros",
+         worst_case_layer_problems(program)),
+    ):  # fmt: skip
+        st = Stage(name, compared, len(program.layers), not problems, len(problems),
+                   [{"problem": p} for p in problems[:6]], round(time.perf_counter() - t0, 2))  # fmt: skip
+        log.add(st, f"{st.images:5d} layers          {st.compared}")
 
 
 def _last_mvau(program) -> int:
@@ -356,14 +371,15 @@ def to_markdown(r: dict) -> str:
         f"rounds differently on {len(r['brevitas_float32_differs'])} image(s)"
         f"{': ' + ', '.join(r['brevitas_float32_differs'][:10]) if r['brevitas_float32_differs'] else ''}.",
         "",
-        "| stage | compared | n | result | mismatches | s |",
-        "|---|---|---|---|---|---|",
     ]
-    for s in r["stages"]:
-        lines.append(
-            f"| {s['name']} | {s['compared']} | {s['images']} | "
-            f"{'ok' if s['passed'] else '**FAIL**'} | {s['mismatches']} | {s['seconds']} |"
-        )
+    lines += md_table(
+        ("stage", "compared", "n", "result", "mismatches", "s"),
+        (
+            (s["name"], s["compared"], s["images"], "ok" if s["passed"] else "**FAIL**",
+             s["mismatches"], s["seconds"])
+            for s in r["stages"]
+        ),
+    )  # fmt: skip
     for s in r["stages"]:
         if not s["passed"]:
             lines += ["", f"## {s['name']}: first differences", ""]

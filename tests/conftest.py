@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,11 +10,6 @@ import pytest
 from maskbnn.paths import REPO_ROOT, SAMPLE_DIR
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-
-# The board driver is its own distribution (driver/); import it from the source tree when the venv
-# does not have it installed.
-if str(REPO_ROOT / "driver") not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT / "driver"))
 
 
 def shared_path(name: str) -> Path:

@@ -333,8 +333,8 @@ def test_distiller_freezes_the_teacher():
 def test_method_is_strict():
     with pytest.raises(UserError, match=r"unknown keys \['estimater'\].*known"):
         BinaryMethod.from_dict({"estimater": "ede"})
-    with pytest.raises(UserError, match="approxsign"):
-        BinaryMethod(estimator="tanh")
+    with pytest.raises(UserError, match="estimator: input should be 'ste', 'ede' or 'approxsign'"):
+        BinaryMethod.from_dict({"estimator": "tanh"})
     m = BinaryMethod().with_overrides("estimator=ede, rsign=true, pad_value=-1")
     assert (m.estimator, m.rsign, m.pad_value, m.weight_grad) == ("ede", True, -1.0, "ede")
     assert BinaryMethod(weight_binarizer="mean_abs").weight_grad == "clipped"

@@ -79,7 +79,9 @@ def test_build_config_is_typed_and_strict(tmp_path):
     with pytest.raises(UserError, match="unknown keys \\['clock_mhz'\\]"):
         load_network_config("mask_1w1a_0.25", tmp_path)
     (tmp_path / "mask_1w1a_0.25.yaml").write_text(text.replace("Pynq-Z1", "ZCU104"))
-    with pytest.raises(UserError, match="board 'ZCU104' unknown"):
+    with pytest.raises(
+        UserError, match="board: input should be 'Pynq-Z1' or 'Pynq-Z2', got 'ZCU104'"
+    ):
         load_network_config("mask_1w1a_0.25", tmp_path)
 
 

@@ -187,10 +187,14 @@ def test_invalid_yaml_names_the_file_and_line(tmp_path):
 @pytest.mark.parametrize(
     "key,value,message",
     [
-        ("epochs", "0", r"train\.epochs: must be >= 1, got 0"),
-        ("epochs", "ten", r"train\.epochs: expected int, got 'ten'"),
-        ("batch_size", "1", r"train\.batch_size: must be >= 2, got 1"),
-        ("milestones", "[a, 2]", r"train\.milestones: expected a list of int"),
+        ("epochs", "0", r"train\.epochs: input should be greater than or equal to 1, got 0"),
+        ("epochs", "ten", r"train\.epochs: input should be a valid integer, got 'ten'"),
+        (
+            "batch_size",
+            "1",
+            r"train\.batch_size: input should be greater than or equal to 2, got 1",
+        ),
+        ("milestones", "[a, 2]", r"train\.milestones\.0: input should be a valid integer, got 'a'"),
     ],
 )
 def test_config_values_are_checked_with_file_and_key(tmp_path, key, value, message):

@@ -86,7 +86,9 @@ def test_table_spec_is_strict(tmp_path):
 
     bad = tmp_path / "t.yaml"
     bad.write_text("rows:\n  - {network: x, methd: y}\n")
-    with pytest.raises(UserError, match="network and method"):
+    with pytest.raises(
+        UserError, match=r"rows\.0: unknown keys \['methd'\]; known: \['method', 'network'\]"
+    ):
         load_table(bad)
 
 

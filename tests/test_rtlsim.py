@@ -86,7 +86,7 @@ def test_stream_packing_matches_finn(dtype, elems, width):
     x = rng.integers(dt.min(), dt.max() + 1, size=(1, 3, 4, elems)).astype(np.float32)
     if dtype == "BIPOLAR":
         x = np.where(x > 0, 1.0, -1.0).astype(np.float32)
-    beats = R.pack_beats(x, dt, width)
+    beats = R.pack_beats(x, dt)
     assert beats == list(npy_to_rtlsim_input(x, dt, width))
     back = R.unpack_beats(beats, dt, elems).reshape(x.shape)
     finn_back = rtlsim_output_to_npy(beats, None, dt, x.shape, width, dt.bitwidth())

@@ -14,7 +14,7 @@ from maskbnn.cli import main
 from maskbnn.errors import UserError
 from maskbnn.models.checkpoint import read_checkpoint
 from maskbnn.models.registry import get_network
-from maskbnn.paths import SAMPLE_DIR
+from maskbnn.paths import ABSOLUTE_PATH, SAMPLE_DIR
 from maskbnn.pipeline.datasets import ArrayDataset, hold_out, load_maskedface
 from maskbnn.pipeline.ship_pretrained import ship
 from maskbnn.pipeline.trainer import Checkpoints, Hook, Trainer, make_optimizer, to_tensors
@@ -177,6 +177,11 @@ def test_cli_validates_on_held_out_faces_and_writes_the_average(tmp_path: Path, 
     assert meta["test_top1"] == metrics["swa"]["test"]["top1"]
     assert meta["test_top1_selection"].startswith("mean of the last 2 epochs")
     assert meta["best_epoch_val_top1_for_information"] == metrics["best_val_acc"]
+    # the record and log name the repo's sample relatively and no folder of this machine
+    record = (tmp_path / "shipped" / "mask_1w1a_0.125.json").read_text()
+    log = (tmp_path / "shipped" / "mask_1w1a_0.125.train-log.txt").read_text()
+    assert '"datadir": "data/maskedface-net-sample"' in record and f"<data>/{run.name}" in log
+    assert not ABSOLUTE_PATH.search(record + log), ABSOLUTE_PATH.search(record + log)
     # resuming with another split or average is refused
     ckpt = str(run / "checkpoints" / "checkpoint.tar")
     for flag, value in (("--val-faces", "0.3"), ("--swa", "1")):

@@ -2,8 +2,8 @@
 
 A *program* is what ``maskbnn.pipeline.hwgraph`` reads out of a folded FINN hardware graph (weights,
 thresholds, window geometry, and every declared data type), stored as one ``.npz`` holding the
-arrays and a JSON description. This module must import nothing but NumPy and the standard library:
-the board driver's emulation backend uses it where no FPGA is present.
+arrays and a JSON description. This module must import nothing but NumPy, the standard library and
+the driver's own modules: the board driver's emulation backend uses it where no FPGA is present.
 
 Semantics are the hardware's, not FINN's Python simulation's: accumulators and unthresholded
 outputs are wrapped to the bit width the graph declares for them, exactly as an ``ap_int<N>``
@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from maskbnn_board.datatypes import parse_datatype
+from maskbnn_board.errors import DeploymentError
+
 FORMAT = "maskbnn-hwprogram/1"
 # float32 BLAS products are exact while every partial sum stays below 2**24.
 _F32_EXACT = 2**24
@@ -43,22 +46,11 @@ class ProgramError(ValueError):
 
 def dtype_range(name: str) -> tuple[int, int]:
     """(min, max) of a FINN integer data type name: BINARY, BIPOLAR, INTn, UINTn."""
-    if name == "BINARY":
-        return 0, 1
-    if name == "BIPOLAR":
-        return -1, 1
-    if name.startswith("UINT"):
-        return 0, 2 ** int(name[4:]) - 1
-    if name.startswith("INT"):
-        bits = int(name[3:])
-        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    raise ProgramError(f"unsupported data type {name!r} (integer types only)")
-
-
-def dtype_bits(name: str) -> int:
-    if name in ("BINARY", "BIPOLAR"):
-        return 1
-    return int(name[4:]) if name.startswith("UINT") else int(name[3:])
+    try:
+        t = parse_datatype(name)
+    except DeploymentError:
+        raise ProgramError(f"unsupported data type {name!r} (integer types only)") from None
+    return t.min, t.max
 
 
 def wrap(x: np.ndarray, name: str) -> np.ndarray:
