@@ -154,14 +154,8 @@ def golden_inputs(files: list[Path], size: int = 32) -> np.ndarray:
 
 def load_program(path: Path):
     """The hardware-graph program through the driver's own executor (numpy only)."""
-    if str(DRIVER_DIR) not in sys.path:
-        sys.path.insert(0, str(DRIVER_DIR))
-    try:
-        from maskbnn_board.hwexec import HardwareProgram
-    except ImportError as err:
-        raise UserError(
-            "driver/maskbnn_board/hwexec.py (the hardware-graph executor) is missing"
-        ) from err
+    from maskbnn_board.hwexec import HardwareProgram
+
     return HardwareProgram.load(path)
 
 
