@@ -5,7 +5,7 @@
 # - Verilator (Debian 12's 5.006) for the RTL-layer simulation;
 # - the FINN+ external dependencies this flow needs (finn-hlslib, nlohmann_json, the board files of
 #   FINN_BOARDS) fetched at image build time through FINN+'s own DependencyUpdater and its pinned
-#   definitions (pipeline/finn_deps.py), each failure named (FINN_DEPS_FETCH=0 skips them: `make
+#   definitions (pipeline/finn/deps.py), each failure named (FINN_DEPS_FETCH=0 skips them: `make
 #   bitstream` then names what is missing and the one command that fetches it);
 # - Boost (program_options; interprocess is header-only) for FINN+'s simulation-based FIFO sizing,
 #   whose node simulators CMake builds against it (finn_xsi/CMakeLists.txt);
@@ -75,10 +75,11 @@ COPY Makefile pyproject.toml ./
 COPY requirements/ requirements/
 COPY maskbnn/ maskbnn/
 COPY pipeline/ pipeline/
+COPY bench/ bench/
 COPY models/ models/
 COPY driver/ driver/
 RUN make setup
-RUN if [ "$FINN_DEPS_FETCH" = 1 ]; then .venv/bin/python -m maskbnn.pipeline.finn_deps \
+RUN if [ "$FINN_DEPS_FETCH" = 1 ]; then .venv/bin/python -m maskbnn.pipeline.finn.deps \
         --dest "$FINN_DEPS" $(for b in $FINN_BOARDS; do printf -- '--board %s ' "$b"; done); \
     else echo "FINN+ dependencies not fetched (FINN_DEPS_FETCH=0)"; fi
 # the rest of the tree, named (not `COPY . .`, which would bring docker/wheels/ back)

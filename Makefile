@@ -161,9 +161,9 @@ methods-table: setup
 
 bench: setup
 	$(MASKBNN) bench-train
-	$(PY) -m maskbnn.pipeline.bench_verify
-	$(PY) -m maskbnn.pipeline.bench_driver
-	$(PY) -m maskbnn.pipeline.bench_prepare
+	$(PY) -m maskbnn.bench.verify
+	$(PY) -m maskbnn.bench.driver
+	$(PY) -m maskbnn.bench.prepare
 
 # --- the Docker image (Vivado mounted at run time) ----------------------------------------------
 # DOCKER_BUILD_OPTS / DOCKER_RUN_OPTS pass options through (e.g. --network host); CA_CERT is a PEM

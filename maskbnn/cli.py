@@ -13,31 +13,52 @@ from maskbnn.errors import UserError
 # Sub-command name -> module providing `add_arguments(parser)` and `run(args) -> int`.
 # Modules are imported lazily so `maskbnn data ...` does not pay for importing torch or FINN.
 COMMANDS = {
-    "data": ("maskbnn.pipeline.data_cli", "prepare, summarise or sample MaskedFace-Net data"),
-    "train": ("maskbnn.pipeline.train_cli", "train or evaluate a network (bnn_pynq-compatible)"),
-    "bench-train": ("maskbnn.pipeline.bench_train", "training speed vs upstream bnn_pynq"),
+    "data": ("maskbnn.pipeline.data.cli", "prepare, summarise or sample MaskedFace-Net data"),
+    "train": ("maskbnn.pipeline.train.cli", "train or evaluate a network (bnn_pynq-compatible)"),
+    "bench-train": ("maskbnn.bench.train", "training speed vs upstream bnn_pynq"),
     "demo": ("maskbnn.pipeline.demo", "run every stage on the shipped sample and weights"),
-    "export": ("maskbnn.pipeline.export", "checkpoint -> QONNX (uint8 image in, TopK out)"),
-    "build": ("maskbnn.pipeline.build", "FINN build to the folded hardware graph, with estimates"),
-    "estimate": ("maskbnn.pipeline.estimates", "FINN estimates for several networks and boards"),
-    "verify": ("maskbnn.pipeline.verify", "bit-exact golden verification of every build stage"),
-    "deploy": ("maskbnn.pipeline.deploy", "assemble the board package (driver, golden vectors)"),
-    "bitstream": ("maskbnn.pipeline.bitstream_cli", "HLS/RTL sources -> IP -> bitfile (Vivado)"),
-    "rtlsim": ("maskbnn.pipeline.rtlsim_verilator", "Verilator simulation of the RTL layers"),
-    "fold": ("maskbnn.pipeline.fold_cli", "folding that maximises estimated FPS in a budget"),
+    "export": (
+        "maskbnn.pipeline.export.qonnx_export",
+        "checkpoint -> QONNX (uint8 image in, TopK out)",
+    ),
+    "build": (
+        "maskbnn.pipeline.finn.build",
+        "FINN build to the folded hardware graph, with estimates",
+    ),
+    "estimate": (
+        "maskbnn.pipeline.finn.estimates",
+        "FINN estimates for several networks and boards",
+    ),
+    "verify": (
+        "maskbnn.pipeline.verify.chain",
+        "bit-exact golden verification of every build stage",
+    ),
+    "deploy": (
+        "maskbnn.pipeline.release.deploy",
+        "assemble the board package (driver, golden vectors)",
+    ),
+    "bitstream": (
+        "maskbnn.pipeline.release.bitstream_cli",
+        "HLS/RTL sources -> IP -> bitfile (Vivado)",
+    ),
+    "rtlsim": ("maskbnn.pipeline.rtlsim.verilator", "Verilator simulation of the RTL layers"),
+    "fold": ("maskbnn.pipeline.fold.cli", "folding that maximises estimated FPS in a budget"),
     "methods-table": (
-        "maskbnn.pipeline.methods_table",
+        "maskbnn.pipeline.reports.methods_table",
         "training methods: accuracy, BOPs, FINN deployability and estimates",
     ),
     "methods-train": (
-        "maskbnn.pipeline.methods_train",
+        "maskbnn.pipeline.train.methods_train",
         "train the methods table's networks on a CPU budget, keep their records",
     ),
     "fold-report": (
-        "maskbnn.pipeline.fold_compare",
+        "maskbnn.pipeline.fold.compare",
         "ours vs FINN target_fps vs published foldings",
     ),
-    "ops": ("maskbnn.pipeline.ops_count", "BOPs, FLOPs and OPs = BOPs/64 + FLOPs of networks"),
+    "ops": (
+        "maskbnn.pipeline.reports.ops_count",
+        "BOPs, FLOPs and OPs = BOPs/64 + FLOPs of networks",
+    ),
 }
 
 
@@ -57,7 +78,7 @@ def _build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | No
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if os.environ.get("XILINX_VIVADO"):  # before anything runs: it may restart the process
-        from maskbnn.pipeline.finn_env import ensure_xilinx_libraries
+        from maskbnn.pipeline.finn.env import ensure_xilinx_libraries
 
         ensure_xilinx_libraries()
     parser, module = _build_parser(argv)

@@ -39,7 +39,7 @@ def small_original(tmp_path: Path) -> Path:
     return out
 
 
-# --- export/build/verify (pipeline/export.py, build.py, verify.py) -----------------------------
+# --- export/build/verify (pipeline/export/qonnx_export.py, build.py, verify.py) -----------------------------
 
 
 def calibrated_checkpoint(net: str, out: Path) -> Path:
@@ -49,7 +49,7 @@ def calibrated_checkpoint(net: str, out: Path) -> Path:
 
     from maskbnn.models.checkpoint import PRETRAINED_DIR, save_checkpoint
     from maskbnn.models.registry import get_network
-    from maskbnn.pipeline.datasets import load_dataset
+    from maskbnn.pipeline.data.datasets import load_dataset
 
     shipped = PRETRAINED_DIR / f"{net}.tar"
     if shipped.is_file():
@@ -74,8 +74,8 @@ def built_025(tmp_path_factory) -> dict:
     """mask_1w1a_0.25 exported and built once per session (about 20 s)."""
     import torch
 
-    from maskbnn.pipeline.build import run_build
-    from maskbnn.pipeline.export import export_checkpoint
+    from maskbnn.pipeline.export.qonnx_export import export_checkpoint
+    from maskbnn.pipeline.finn.build import run_build
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("build025")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def finn_make_driver_settings(hw_model: Path, board: str, clock_ns: float, workdir: Path) -> dict:
-    from maskbnn.pipeline import finn_env
+    from maskbnn.pipeline.finn import env as finn_env
 
     finn_env.configure()
     from finn.transformation.fpgadataflow.create_dataflow_partition import (
@@ -30,7 +30,7 @@ def finn_make_driver_settings(hw_model: Path, board: str, clock_ns: float, workd
     from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
 
-    from maskbnn.pipeline.hwgraph import load_dataflow_model
+    from maskbnn.pipeline.finn.hwgraph import load_dataflow_model
 
     workdir.mkdir(parents=True, exist_ok=True)
     model = load_dataflow_model(hw_model).transform(InferDataLayouts())

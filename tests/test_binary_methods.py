@@ -32,9 +32,9 @@ from maskbnn.models.registry import METHOD_FAMILIES, get_network
 from maskbnn.models.resnet_cifar import ResNet18Cifar, ResNet20
 from maskbnn.models.vgg_small import VGGSmall
 from maskbnn.paths import SAMPLE_DIR
-from maskbnn.pipeline import method_hooks
-from maskbnn.pipeline.method_hooks import EdeAnneal, cpu_has_bf16
-from maskbnn.pipeline.trainer import Trainer, make_loss
+from maskbnn.pipeline.train import method_hooks
+from maskbnn.pipeline.train.method_hooks import EdeAnneal, cpu_has_bf16
+from maskbnn.pipeline.train.trainer import Trainer, make_loss
 
 torch.set_num_threads(1)
 
@@ -420,7 +420,7 @@ def test_amp_is_refused_without_native_bf16(monkeypatch, tmp_path: Path, capsys)
 
 def test_trainer_amp_and_distill_step():
     """One step under bfloat16 autocast (emulated here) with a KD term."""
-    from maskbnn.pipeline.datasets import ArrayDataset
+    from maskbnn.pipeline.data.datasets import ArrayDataset
 
     torch.manual_seed(0)
     model = AlexNetSmall(METHODS["irnet"], num_classes=4, width=0.125)
@@ -496,7 +496,7 @@ def test_train_cli_with_ede_kd_save_every_and_method_override(tmp_path: Path):
 def test_method_flag_refused_for_brevitas_networks(tmp_path: Path):
     args = ["train", "--network", "mask_1w1a_0.125", "--method", "estimator=ede", "--dry_run"]
     with pytest.raises(UserError, match="no binary method"):
-        from maskbnn.pipeline.train_cli import with_method
+        from maskbnn.pipeline.train.cli import with_method
 
         with_method(load_network_config("mask_1w1a_0.125"), "estimator=ede", None)
     assert main(args + ["--experiments", str(tmp_path), "--no-progress"]) == 2

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from maskbnn.errors import MissingToolError
-from maskbnn.pipeline import bitstream as B
+from maskbnn.pipeline.release import bitstream as B
 
 NET = "mask_1w1a_0.25"
 BOARD = "Pynq-Z1"
@@ -21,7 +21,7 @@ def offline_run(built_025) -> dict:
     """verify (a small real-image run) then the bitstream step, which must stop at the tools."""
     import torch
 
-    from maskbnn.pipeline.verify import verify
+    from maskbnn.pipeline.verify.chain import verify
 
     if all(B.tool_status().values()):
         pytest.skip("Vivado and Vitis HLS are installed: these tests cover the offline path")
@@ -154,7 +154,7 @@ def test_xilinx_libraries_are_on_the_loader_path_from_process_start(tmp_path: Pa
     vivado = tmp_path / "Vivado" / "2024.2"
     script = tmp_path / "probe.py"
     script.write_text(
-        "from maskbnn.pipeline.finn_env import ensure_xilinx_libraries\n"
+        "from maskbnn.pipeline.finn.env import ensure_xilinx_libraries\n"
         "ensure_xilinx_libraries()\n"
         "import multiprocessing\n"
         "multiprocessing.get_context('spawn').Lock()  # fails on a foreign libpython\n"
@@ -199,7 +199,7 @@ def test_missing_finn_dependencies_are_named_with_the_one_command(tmp_path: Path
         B.deps_problem(BOARD)
     text = str(err.value)
     assert "finn-hlslib, nlohmann-json" in text
-    assert f"python -m maskbnn.pipeline.finn_deps --dest {tmp_path} --board {BOARD}`" in text
+    assert f"python -m maskbnn.pipeline.finn.deps --dest {tmp_path} --board {BOARD}`" in text
     (tmp_path / "finn-hlslib").mkdir()
     (tmp_path / "nlohmann_json").mkdir()
     B.deps_problem(BOARD)

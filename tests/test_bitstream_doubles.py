@@ -43,7 +43,7 @@ def repo_copy(dest: Path) -> Path:
         skip = shutil.ignore_patterns(".venv", "build", ".git", "__pycache__", "*.egg-info",
                                       "*.bit", "*.hwh", ".pytest_cache", ".ruff_cache")  # fmt: skip
         shutil.copytree(REPO_ROOT, dest, ignore=skip, symlinks=True)
-    for sub in ("pipeline", "models"):
+    for sub in ("pipeline", "models", "bench"):
         (dest / "maskbnn" / sub).symlink_to(Path("..") / sub, target_is_directory=True)
     return dest
 
@@ -103,7 +103,7 @@ def test_make_bitstream_releases_a_complete_folder(flow):
     assert m["status"] == "complete"
     # the copy's own check (its exported model is the copy's, not the checkout's)
     check = subprocess.run([str(VENV / "bin" / "python"), "-c", "import sys; from maskbnn."
-                            "pipeline.bitstream import check_manifest as c; "
+                            "pipeline.release.bitstream import check_manifest as c; "
                             "sys.exit(str(c(sys.argv[1])))", str(release)],
                            cwd=flow["repo"], env=flow["env"], capture_output=True,
                            text=True)  # fmt: skip
@@ -125,8 +125,8 @@ def test_make_bitstream_releases_a_complete_folder(flow):
     assert table["LUT"]["post_synthesis"] == m["post_synthesis"]["resources"]["(top)"]["LUT"]
     assert "| LUT |" in (release / "post_synthesis.md").read_text()
     # with the whole-fabric estimate recorded, the release calibrates the folding as a whole design
-    from maskbnn.pipeline.calibration import own_pair
-    from maskbnn.pipeline.fabric import SHELL
+    from maskbnn.pipeline.finn.fabric import SHELL
+    from maskbnn.pipeline.fold.calibration import own_pair
 
     assert own_pair(m, SHELL)["scope"] == "whole design less the shell figure"
     # the sources listing is of the stitched dataflow graph, not ZynqBuild's partitions

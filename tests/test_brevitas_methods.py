@@ -88,7 +88,7 @@ def test_unmappable_options_are_refused():
 
 
 def test_fast_binary_leaves_a_method_forward_alone():
-    from maskbnn.pipeline.fast_binary import fast_binary
+    from maskbnn.pipeline.train.fast_binary import fast_binary
 
     model, _ = _trained_a_little({"estimator": "ede", "weight_binarizer": "libra_pb",
                                   "first_last": "int8"})  # fmt: skip
@@ -108,7 +108,7 @@ def test_method_padding_must_match_the_model():
 
 def test_export_bakes_with_the_method_the_checkpoint_was_trained_with(tmp_path):
     from maskbnn.models.checkpoint import save_checkpoint
-    from maskbnn.pipeline.export import load_model
+    from maskbnn.pipeline.export.qonnx_export import load_model
 
     trained = {"estimator": "approxsign", "weight_binarizer": "mean_abs", "first_last": "int8"}
     model, m = _trained_a_little(trained)  # not the config's libra_pb: a `--method` override

@@ -33,9 +33,9 @@ def test_finn_minimize_bit_width_bug_is_caught_and_fixed(built_025):
         MinimizeAccumulatorWidth,
     )
 
-    from maskbnn.pipeline.build_steps import FixXnorPopcountWidths
-    from maskbnn.pipeline.hwgraph import read_program
-    from maskbnn.pipeline.verify_stages import dtype_range_problems, worst_case_layer_problems
+    from maskbnn.pipeline.finn.build_steps import FixXnorPopcountWidths
+    from maskbnn.pipeline.finn.hwgraph import read_program
+    from maskbnn.pipeline.verify.stages import dtype_range_problems, worst_case_layer_problems
 
     d = built_025["dir"]
     model = ModelWrapper(str(d / "hw_model.onnx"))
@@ -59,8 +59,8 @@ def test_finn_minimize_bit_width_bug_is_caught_and_fixed(built_025):
 
 
 def test_shipped_build_has_no_narrow_types(built_025):
-    from maskbnn.pipeline.hwgraph import read_program
-    from maskbnn.pipeline.verify_stages import dtype_range_problems
+    from maskbnn.pipeline.finn.hwgraph import read_program
+    from maskbnn.pipeline.verify.stages import dtype_range_problems
 
     assert dtype_range_problems(read_program(built_025["dir"] / "hw_model.onnx")) == []
 
@@ -87,7 +87,7 @@ def test_build_config_is_typed_and_strict(tmp_path):
 
 def test_missing_tool_names_env_and_docker(monkeypatch):
     from maskbnn.errors import MissingToolError
-    from maskbnn.pipeline.finn_env import require_tool
+    from maskbnn.pipeline.finn.env import require_tool
 
     monkeypatch.delenv("XILINX_VIVADO", raising=False)
     with pytest.raises(
@@ -99,7 +99,7 @@ def test_missing_tool_names_env_and_docker(monkeypatch):
 def test_missing_tool_inside_the_image_speaks_of_the_mount(monkeypatch):
     """In our image the docker-bitstream route is what runs: the advice is about the mount."""
     from maskbnn.errors import MissingToolError
-    from maskbnn.pipeline.finn_env import require_tool
+    from maskbnn.pipeline.finn.env import require_tool
 
     monkeypatch.delenv("XILINX_VIVADO", raising=False)
     monkeypatch.setenv("MASKBNN_CONTAINER", "1")
@@ -118,9 +118,9 @@ def test_shipped_folding_file_is_valid_for_1x(tmp_path):
 
     from maskbnn.models.registry import get_network
     from maskbnn.paths import BUILD_CONFIGS
-    from maskbnn.pipeline.build import finn_config, steps
-    from maskbnn.pipeline.export import export_qonnx_files
-    from maskbnn.pipeline.folding import validate_folding
+    from maskbnn.pipeline.export.qonnx_export import export_qonnx_files
+    from maskbnn.pipeline.finn.build import finn_config, steps
+    from maskbnn.pipeline.fold.folding import validate_folding
 
     torch.manual_seed(0)
     model, cfg = get_network("mask_1w1a")

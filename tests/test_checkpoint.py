@@ -55,7 +55,7 @@ def test_every_shipped_checkpoint_loads_into_its_network(path):
 def test_a_dataset_pickle_carrying_code_is_refused_before_it_runs(tmp_path):
     import pickle
 
-    from maskbnn.pipeline.datasets import read_pickle_batch
+    from maskbnn.pipeline.data.datasets import read_pickle_batch
 
     victim = tmp_path / "created-by-the-pickle"
     path = tmp_path / "data_batch_1"
@@ -70,7 +70,7 @@ def test_no_loader_in_the_product_can_run_code_from_a_file():
     unsafe = ("weights_only=False", "allow_pickle=True", "pickle.load(", "pickle.loads(")
     found = [
         f"{p.relative_to(REPO_ROOT)}: {u}"
-        for folder in ("maskbnn", "pipeline", "models", "driver/maskbnn_board")
+        for folder in ("maskbnn", "pipeline", "bench", "models", "driver/maskbnn_board")
         for p in sorted((REPO_ROOT / folder).rglob("*.py"))
         for u in unsafe
         if u in p.read_text()

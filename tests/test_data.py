@@ -14,9 +14,8 @@ from PIL import Image
 
 from maskbnn.cli import main
 from maskbnn.errors import UserError
-from maskbnn.pipeline.augment import random_crop_flip
-from maskbnn.pipeline.datasets import load_cifar10, load_mnist, load_prepared
-from maskbnn.pipeline.maskedface import (
+from maskbnn.pipeline.data.datasets import load_cifar10, load_mnist, load_prepared
+from maskbnn.pipeline.data.maskedface import (
     CLASSES,
     detect_layout,
     face_id,
@@ -24,7 +23,8 @@ from maskbnn.pipeline.maskedface import (
     load_image,
     scan,
 )
-from maskbnn.pipeline.prepare import PrepareParams, prepare, split_of
+from maskbnn.pipeline.data.prepare import PrepareParams, prepare, split_of
+from maskbnn.pipeline.train.augment import random_crop_flip
 from tests.conftest import shared_path
 
 

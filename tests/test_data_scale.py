@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from maskbnn.paths import REPO_ROOT
-from maskbnn.pipeline.maskedface import CLASSES, Item, load_image, scan, to_model_input
-from maskbnn.pipeline.prepare import DecodeCache, PrepareParams, _decoder, prepare
+from maskbnn.pipeline.data.maskedface import CLASSES, Item, load_image, scan, to_model_input
+from maskbnn.pipeline.data.prepare import DecodeCache, PrepareParams, _decoder, prepare
 
 
 def _full_decode(path: Path, size: int = 32) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from maskbnn.cli import main as maskbnn_main
-from maskbnn.pipeline import deploy as D
+from maskbnn.pipeline.release import deploy as D
 from maskbnn_board.deployment import sha256_of
 
 NET, BOARD = "mask_1w1a_0.25", "Pynq-Z1"
@@ -92,7 +92,7 @@ def test_killed_writer_leaves_the_previous_output(tmp_path: Path):
     script = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from maskbnn.pipeline.atomic import staged_file, staged_folder\n"
+        "from maskbnn.pipeline.release.atomic import staged_file, staged_folder\n"
         "root = Path(sys.argv[1])\n"
         "with staged_folder(root / 'pkg') as tmp:\n"
         "    (tmp / 'new.txt').write_text('half')\n"

@@ -9,8 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskbnn.pipeline.deploy import GOLDEN_FILES, golden_inputs, list_sample_images, write_manifest
-from maskbnn.pipeline.maskedface import CLASSES, label_from_filename
+from maskbnn.pipeline.data.maskedface import CLASSES, label_from_filename
+from maskbnn.pipeline.release.deploy import (
+    GOLDEN_FILES,
+    golden_inputs,
+    list_sample_images,
+    write_manifest,
+)
 from maskbnn_board.cli import main as board_main
 from maskbnn_board.deployment import Deployment, parse_settings
 from maskbnn_board.errors import DeploymentError

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from maskbnn.paths import SAMPLE_DIR
-from maskbnn.pipeline.deploy import deploy, write_manifest
+from maskbnn.pipeline.release.deploy import deploy, write_manifest
 from maskbnn_board.cli import main as board_main
 
 NET, BOARD = "mask_1w1a_0.25", "Pynq-Z1"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskbnn.pipeline import maskedface
+from maskbnn.pipeline.data import maskedface
 from maskbnn_board.errors import DriverError
 from maskbnn_board.preprocess import (
     CLASSES,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from maskbnn.paths import REPO_ROOT, SAMPLE_DIR
-from maskbnn.pipeline.deploy import deploy
+from maskbnn.pipeline.release.deploy import deploy
 
 from .board_double import double_env, fake_bitstream, pynq_double
 from .test_driver_emulate import BOARD, NET

@@ -7,7 +7,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 
 def test_export_files_and_graph(built_025):
-    from maskbnn.pipeline.export import load_model, weights_hash
+    from maskbnn.pipeline.export.qonnx_export import load_model, weights_hash
 
     exp = built_025["export"]
     model = load_model("mask_1w1a_0.25", built_025["checkpoint"])
@@ -27,9 +27,9 @@ def test_exported_graph_computes_the_model(built_025):
     import torch
 
     from maskbnn.paths import SAMPLE_DIR
-    from maskbnn.pipeline.datasets import load_dataset
-    from maskbnn.pipeline.export import load_model
-    from maskbnn.pipeline.verify_stages import onnx_stage
+    from maskbnn.pipeline.data.datasets import load_dataset
+    from maskbnn.pipeline.export.qonnx_export import load_model
+    from maskbnn.pipeline.verify.stages import onnx_stage
 
     x = load_dataset("maskedface", SAMPLE_DIR, "all").x[:20]
     model = load_model("mask_1w1a_0.25", built_025["checkpoint"])

@@ -10,9 +10,9 @@ import random
 import pytest
 
 from maskbnn.paths import BUILD_CONFIGS
-from maskbnn.pipeline import calibration
-from maskbnn.pipeline import fold_optimizer as fo
-from maskbnn.pipeline.fabric import SHELL
+from maskbnn.pipeline.finn.fabric import SHELL
+from maskbnn.pipeline.fold import calibration
+from maskbnn.pipeline.fold import optimizer as fo
 
 NET, BOARD = "mask_1w1a_0.25", "Pynq-Z1"
 
@@ -122,7 +122,7 @@ def test_fabric_parts_are_finn_estimates_after_insertion(tmp_path):
         assert fab["before_margin"][k] == sum(part[k] for part in p.values())
         assert fab["total"][k] == fab["before_margin"][k] + fab["margin"][k]
     assert est["fabric_percent"]["LUT"] == round(100 * fab["total"]["LUT"] / 53200, 1)
-    from maskbnn.pipeline.estimates import to_markdown
+    from maskbnn.pipeline.finn.estimates import to_markdown
 
     md = to_markdown({**est, "network": NET})
     assert "Whole fabric" in md and "dwc_fifo" in md and "BinaryCoP" in md
@@ -143,7 +143,7 @@ def test_default_profile_fits_the_whole_fabric_and_max_is_never_slower():
 @pytest.mark.slow
 def test_published_calibration_estimate_is_finns(tmp_path):
     """PUBLISHED's estimate column is what FINN+ 1.6.1 says of the finn-examples folding."""
-    from maskbnn.pipeline import fold_compare as fc
+    from maskbnn.pipeline.fold import compare as fc
 
     graph_path = fo.hardware_graph("cnv_1w1a", BOARD)
     graph = fo.load_graph(graph_path)

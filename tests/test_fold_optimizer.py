@@ -10,7 +10,7 @@ import pytest
 
 from maskbnn.errors import UserError
 from maskbnn.paths import BUILD_CONFIGS
-from maskbnn.pipeline import fold_optimizer as fo
+from maskbnn.pipeline.fold import optimizer as fo
 
 NET, BOARD = "mask_1w1a_0.25", "Pynq-Z1"
 
@@ -90,7 +90,7 @@ def result(graph_path):
 
 @pytest.mark.slow
 def test_folding_is_legal_and_within_budget_by_finn(result, graph_path, tmp_path):
-    from maskbnn.pipeline.folding import folding_problems
+    from maskbnn.pipeline.fold.folding import folding_problems
 
     folding = result.folding()
     assert folding_problems(fo.load_graph(graph_path), folding) == []
@@ -160,7 +160,7 @@ def test_committed_folding_reproduces_its_record(board, tmp_path):
 
 @pytest.mark.slow
 def test_comparison_baselines_at_the_same_budget(graph_path, result):
-    from maskbnn.pipeline import fold_compare as fc
+    from maskbnn.pipeline.fold import compare as fc
 
     graph = fo.load_graph(graph_path)
     budget = result.layer_budget  # the layers' share of the whole-fabric budget

@@ -16,7 +16,7 @@ def hw_model(built_025):
 
 
 def test_shipped_style_folding_is_accepted(hw_model):
-    from maskbnn.pipeline.folding import folding_problems
+    from maskbnn.pipeline.fold.folding import folding_problems
 
     ok = {
         "Defaults": {},
@@ -27,7 +27,7 @@ def test_shipped_style_folding_is_accepted(hw_model):
 
 
 def test_unknown_node_lists_valid_names(hw_model, tmp_path):
-    from maskbnn.pipeline.folding import validate_folding
+    from maskbnn.pipeline.fold.folding import validate_folding
 
     path = tmp_path / "f.json"
     path.write_text(json.dumps({"MVAU_0": {"PE": 2}}))
@@ -36,7 +36,7 @@ def test_unknown_node_lists_valid_names(hw_model, tmp_path):
 
 
 def test_pe_and_simd_must_divide(hw_model):
-    from maskbnn.pipeline.folding import folding_problems
+    from maskbnn.pipeline.fold.folding import folding_problems
 
     probs = folding_problems(hw_model, {"MVAU_hls_1": {"PE": 3, "SIMD": 5}})
     assert any("PE=3 must divide MH=16; legal: [1, 2, 4, 8, 16]" in p for p in probs)
@@ -44,7 +44,7 @@ def test_pe_and_simd_must_divide(hw_model):
 
 
 def test_window_generator_coupling(hw_model):
-    from maskbnn.pipeline.folding import folding_problems
+    from maskbnn.pipeline.fold.folding import folding_problems
 
     probs = folding_problems(
         hw_model,
@@ -62,7 +62,7 @@ def test_window_generator_coupling(hw_model):
 
 
 def test_bad_file_is_a_user_error(tmp_path, hw_model):
-    from maskbnn.pipeline.folding import validate_folding
+    from maskbnn.pipeline.fold.folding import validate_folding
 
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -92,14 +92,14 @@ def test_bad_file_is_a_user_error(tmp_path, hw_model):
     ],
 )
 def test_malformed_entries_and_defaults_are_reported_not_crashed_on(hw_model, folding, expected):
-    from maskbnn.pipeline.folding import folding_problems
+    from maskbnn.pipeline.fold.folding import folding_problems
 
     probs = folding_problems(hw_model, folding)
     assert any(expected in p for p in probs), probs
 
 
 def test_legal_defaults_are_accepted_and_node_entries_override_them(hw_model):
-    from maskbnn.pipeline.folding import folding_problems
+    from maskbnn.pipeline.fold.folding import folding_problems
 
     assert folding_problems(hw_model, {"Defaults": {"PE": [3, ["Thresholding_rtl"]]}}) == []
     bad = {"Defaults": {"PE": [2, ["Thresholding_rtl"]]}}
@@ -108,7 +108,7 @@ def test_legal_defaults_are_accepted_and_node_entries_override_them(hw_model):
 
 
 def test_the_message_names_file_key_and_value(hw_model, tmp_path):
-    from maskbnn.pipeline.folding import validate_folding
+    from maskbnn.pipeline.fold.folding import validate_folding
 
     path = tmp_path / "f.json"
     path.write_text(json.dumps({"MVAU_hls_1": {"SIMD": "lots"}, "Pool_hls_0": []}))

@@ -53,9 +53,9 @@ def test_multibit_mvau_table_equals_threshold_comparison(acc_dtype):
 
 def test_every_layer_equals_finn_execution(built_025):
     """All 21 layers' outputs of our executor equal FINN's execute_onnx on real images."""
-    from maskbnn.pipeline.datasets import load_dataset
-    from maskbnn.pipeline.hwgraph import read_program
-    from maskbnn.pipeline.verify_stages import finn_hw_trace, worst_case_images
+    from maskbnn.pipeline.data.datasets import load_dataset
+    from maskbnn.pipeline.finn.hwgraph import read_program
+    from maskbnn.pipeline.verify.stages import finn_hw_trace, worst_case_images
 
     hw = built_25_path(built_025)
     program = read_program(hw)

@@ -15,8 +15,8 @@ from tests.conftest import plain_env
 
 SOURCES = [
     p
-    for folder in ("maskbnn", "pipeline", "models", "driver/maskbnn_board")
-    for p in sorted((REPO_ROOT / folder).glob("*.py"))
+    for folder in ("maskbnn", "pipeline", "bench", "models", "driver/maskbnn_board")
+    for p in sorted((REPO_ROOT / folder).rglob("*.py"))
 ]
 # A command in backticks on one source line: `make ...`, `maskbnn ...`, `maskbnn-board ...`.
 COMMAND_RE = re.compile(r"`((?:make|maskbnn|maskbnn-board) [^`]+)`")

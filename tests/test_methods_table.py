@@ -27,7 +27,7 @@ from maskbnn.errors import UserError
     ],
 )
 def test_deployability_names_what_finn_cannot_map(net, deployable, names):
-    from maskbnn.pipeline.deployability import reasons
+    from maskbnn.pipeline.verify.deployability import reasons
 
     why = reasons(load_network_config(net))
     assert (not why) == deployable
@@ -39,7 +39,7 @@ def test_residual_form_refuses_a_threshold_it_cannot_fold():
     import dataclasses
 
     from maskbnn.models.registry import build_model
-    from maskbnn.pipeline.deployability import reasons
+    from maskbnn.pipeline.verify.deployability import reasons
 
     cfg = load_network_config("resnet20_finn_irnet")
     model = dataclasses.replace(cfg.model, method={**cfg.model.method, "rsign": True})
@@ -49,7 +49,7 @@ def test_residual_form_refuses_a_threshold_it_cannot_fold():
 
 
 def test_export_refuses_before_any_work(tmp_path):
-    from maskbnn.pipeline.export import export_checkpoint
+    from maskbnn.pipeline.export.qonnx_export import export_checkpoint
 
     with pytest.raises(UserError, match="cannot be deployed through FINN"):
         export_checkpoint("resnet20_irnet", None, tmp_path)
@@ -57,7 +57,7 @@ def test_export_refuses_before_any_work(tmp_path):
 
 
 def test_table_rows_records_and_reasons(tmp_path):
-    from maskbnn.pipeline.methods_table import collect, load_table, to_markdown
+    from maskbnn.pipeline.reports.methods_table import collect, load_table, to_markdown
 
     table = tmp_path / "t.yaml"
     table.write_text(
@@ -82,7 +82,7 @@ def test_table_rows_records_and_reasons(tmp_path):
 
 
 def test_table_spec_is_strict(tmp_path):
-    from maskbnn.pipeline.methods_table import load_table
+    from maskbnn.pipeline.reports.methods_table import load_table
 
     bad = tmp_path / "t.yaml"
     bad.write_text("rows:\n  - {network: x, methd: y}\n")
@@ -93,7 +93,7 @@ def test_table_spec_is_strict(tmp_path):
 
 
 def test_pipes_in_method_names_do_not_split_cells():
-    from maskbnn.pipeline.methods_table import to_markdown
+    from maskbnn.pipeline.reports.methods_table import to_markdown
 
     row = {"network": "n", "method": "Bi-Real: mean|W|", "dataset": "d", "top1": None,
            "epochs": None, "BOPs": 1.0, "FLOPs": 1.0, "OPs": 1.0, "deployable": False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maskbnn.pipeline.metrics import (
+from maskbnn.pipeline.train.metrics import (
     Accumulator,
     confusion_matrix,
     default_topk,

@@ -1,4 +1,4 @@
-"""Operations count (pipeline/ops_count.py): the published ImageNet Bi-Real-18 figures, the BNN-PYNQ
+"""Operations count (pipeline/reports/ops_count.py): the published ImageNet Bi-Real-18 figures, the BNN-PYNQ
 zoo counted by hand, the binary-layer rules, and the `maskbnn ops` command."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from torch import nn
 
 from maskbnn.cli import main
 from maskbnn.models.quant import CommonActQuant, CommonWeightQuant
-from maskbnn.pipeline.ops_count import count_ops, network_ops
-from maskbnn.pipeline.ops_reference import (
+from maskbnn.pipeline.reports.ops_count import count_ops, network_ops
+from maskbnn.pipeline.reports.ops_reference import (
     IMAGENET_INPUT,
     PUBLISHED_BIREAL18,
     PUBLISHED_RESNET18_FLOPS,
@@ -24,7 +24,7 @@ torch.set_num_threads(1)
 
 # --- ImageNet Bi-Real-18 against the published figures -------------------------------------------
 
-# By hand from the topology (pipeline/ops_reference.py): 16 binary 3x3 convs; real: the 7x7 first
+# By hand from the topology (pipeline/reports/ops_reference.py): 16 binary 3x3 convs; real: the 7x7 first
 # conv, three 1x1 downsampling convs at the stage's output resolution, the FC.
 BIREAL18_BOPS = (
     4 * 56 * 56 * 64 * 64 * 9  # stage 1: 4 convs 64 -> 64 at 56x56

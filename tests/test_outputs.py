@@ -61,7 +61,7 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from maskbnn.models.checkpoint import pretrained_path
-    from maskbnn.pipeline.export import export_checkpoint
+    from maskbnn.pipeline.export.qonnx_export import export_checkpoint
 
     return export_checkpoint(NET, pretrained_path(NET), tmp_path_factory.mktemp("exp") / "export")
 
@@ -87,7 +87,7 @@ def make_up_to_date(root: Path) -> bool:
 
 
 def test_a_build_killed_part_way_leaves_make_out_of_date(tmp_path, exported, monkeypatch):
-    from maskbnn.pipeline import build
+    from maskbnn.pipeline.finn import build
 
     out = _finished_build(tmp_path)
     assert make_up_to_date(tmp_path)
@@ -109,7 +109,7 @@ def test_a_build_killed_part_way_leaves_make_out_of_date(tmp_path, exported, mon
 
 
 def test_verify_waits_for_a_build_on_the_same_folder(tmp_path, capsys):
-    from maskbnn.pipeline.verify import verify
+    from maskbnn.pipeline.verify.chain import verify
 
     other = hold_lock(tmp_path)
     t0 = time.monotonic()
@@ -122,7 +122,7 @@ def test_verify_waits_for_a_build_on_the_same_folder(tmp_path, capsys):
 
 def test_a_killed_export_leaves_no_index(tmp_path, monkeypatch):
     from maskbnn.models.checkpoint import pretrained_path
-    from maskbnn.pipeline import export
+    from maskbnn.pipeline.export import qonnx_export as export
 
     out = tmp_path / "export"
     out.mkdir()
@@ -139,7 +139,7 @@ def test_a_killed_export_leaves_no_index(tmp_path, monkeypatch):
 
 
 def test_verify_of_a_missing_build_creates_nothing(tmp_path):
-    from maskbnn.pipeline.verify import verify
+    from maskbnn.pipeline.verify.chain import verify
 
     with pytest.raises(UserError, match="no build in"):
         verify(NET, BOARD, build=tmp_path / "none")

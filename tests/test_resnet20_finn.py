@@ -64,7 +64,7 @@ def test_forked_sign_is_split_so_both_convs_become_xnor():
     from qonnx.core.onnx_exec import execute_onnx
     from qonnx.transformation.bipolar_to_xnor import ConvertBipolarMatMulToXnorPopcount
 
-    from maskbnn.pipeline.build_steps import SplitForkedBipolarThresholds
+    from maskbnn.pipeline.finn.build_steps import SplitForkedBipolarThresholds
 
     m = _forked_sign_graph()
     x = {"x": np.random.default_rng(1).standard_normal((1, 8)).astype(np.float32)}
@@ -115,8 +115,8 @@ def test_binary_mvau_keeps_the_thresholds_offset(tmp_path):
     from qonnx.core.onnx_exec import execute_onnx
     from qonnx.custom_op.registry import getCustomOp
 
-    from maskbnn.pipeline.build_steps import step_convert_to_hw_actval_safe
-    from maskbnn.pipeline.verify_stages import generic_hw_model
+    from maskbnn.pipeline.finn.build_steps import step_convert_to_hw_actval_safe
+    from maskbnn.pipeline.verify.stages import generic_hw_model
 
     cfg = DataflowBuildConfig(output_dir=str(tmp_path), synth_clk_period_ns=10.0,
                               generate_outputs=[])  # fmt: skip
@@ -172,14 +172,14 @@ def test_executor_runs_a_residual_graph(tmp_path):
 
 @pytest.mark.slow
 def test_resnet20_finn_passes_the_golden_chain_and_verilator(tmp_path):
-    from maskbnn.pipeline.bitstream import codegen_model
-    from maskbnn.pipeline.build import run_build
-    from maskbnn.pipeline.export import export_checkpoint, load_model
-    from maskbnn.pipeline.folding import folding_problems
-    from maskbnn.pipeline.hwgraph import load_dataflow_model, read_program, run_mvau
-    from maskbnn.pipeline.rtlsim_verilator import simulate_network
-    from maskbnn.pipeline.verify import load_images, verify
-    from maskbnn.pipeline.verify_stages import brevitas_outputs
+    from maskbnn.pipeline.export.qonnx_export import export_checkpoint, load_model
+    from maskbnn.pipeline.finn.build import run_build
+    from maskbnn.pipeline.finn.hwgraph import load_dataflow_model, read_program, run_mvau
+    from maskbnn.pipeline.fold.folding import folding_problems
+    from maskbnn.pipeline.release.bitstream import codegen_model
+    from maskbnn.pipeline.rtlsim.verilator import simulate_network
+    from maskbnn.pipeline.verify.chain import load_images, verify
+    from maskbnn.pipeline.verify.stages import brevitas_outputs
 
     torch.set_num_threads(1)
     ckpt = calibrated_checkpoint(NET, tmp_path)

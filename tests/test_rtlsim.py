@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maskbnn.pipeline import rtlsim_verilator as R
+from maskbnn.pipeline.rtlsim import verilator as R
 
 pytestmark = pytest.mark.skipif(
     R.verilator_version() is None, reason=f"Verilator is not installed: {R.INSTALL_HINT}"
@@ -15,14 +15,14 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def codegen_025(built_025):
-    from maskbnn.pipeline.bitstream import codegen_model
+    from maskbnn.pipeline.release.bitstream import codegen_model
 
     return codegen_model("mask_1w1a_0.25", "Pynq-Z1", built_025["dir"])
 
 
 @pytest.fixture(scope="module")
 def images():
-    from maskbnn.pipeline.verify import load_images
+    from maskbnn.pipeline.verify.chain import load_images
 
     x, names, _ = load_images("mask_1w1a_0.25", 2)
     return x, names

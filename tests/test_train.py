@@ -15,8 +15,8 @@ from maskbnn.errors import UserError
 from maskbnn.models.checkpoint import read_checkpoint, save_checkpoint
 from maskbnn.models.registry import get_network
 from maskbnn.paths import SAMPLE_DIR
-from maskbnn.pipeline.datasets import ArrayDataset
-from maskbnn.pipeline.trainer import ClipWeights, Trainer, make_loss, make_optimizer
+from maskbnn.pipeline.data.datasets import ArrayDataset
+from maskbnn.pipeline.train.trainer import ClipWeights, Trainer, make_loss, make_optimizer
 
 FAST = ["--threads", "1", "--no-progress"]
 
@@ -250,7 +250,7 @@ def test_clip_hook_keeps_latent_weights_in_unit_range():
     ],
 )
 def test_schedules_per_epoch(name: str, warmup: int, expect: dict):
-    from maskbnn.pipeline.trainer import make_scheduler
+    from maskbnn.pipeline.train.trainer import make_scheduler
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = make_scheduler(name, opt, 100, [10, 20], warmup)

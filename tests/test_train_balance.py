@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from maskbnn.models.quant import SqrHingeLoss
-from maskbnn.pipeline.trainer import Trainer, class_weights, make_loss
+from maskbnn.pipeline.train.trainer import Trainer, class_weights, make_loss
 
 COUNTS = [300, 60, 30, 10]  # far from balanced, like MaskedFace-Net's incorrectly-masked classes
 

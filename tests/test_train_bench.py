@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from maskbnn.bench.train import UpstreamStyleDataset, upstream_cnv
 from maskbnn.models.registry import get_network
-from maskbnn.pipeline.bench_train import UpstreamStyleDataset, upstream_cnv
-from maskbnn.pipeline.datasets import ArrayDataset
+from maskbnn.pipeline.data.datasets import ArrayDataset
 
 
 @pytest.mark.parametrize("name", ["mask_1w1a_0.5", "mask_1w1a"])
@@ -41,7 +41,7 @@ def test_upstream_style_transforms_crop_pad_and_flip():
 
 
 def test_conv_calls_cover_every_convolution_at_training_shapes():
-    from maskbnn.pipeline.bench_train import BATCH, conv_calls
+    from maskbnn.bench.train import BATCH, conv_calls
 
     calls = conv_calls("mask_1w1a_0.5")
     # CNV: 3x3 valid convs 32->30->28, pool, 14->12->10, pool, 5->3->1 (0.5x: 32/64/128 ch)
@@ -59,7 +59,7 @@ def test_conv_gflop_matches_a_count_by_hand():
     """The ceiling's operation count (torch's flop counter over a real training step) against the
     CNV's layer shapes counted by hand: 2 flops per multiply-add; forward, weight and input
     gradients, except the first conv's input gradient (it reads the image)."""
-    from maskbnn.pipeline.bench_train import BATCH, conv_gflop
+    from maskbnn.bench.train import BATCH, conv_gflop
 
     # 0.5x CNV: (in ch, out ch, output side) of its six 3x3 valid convolutions
     layers = [(3, 32, 30), (32, 32, 28), (32, 64, 12), (64, 64, 10), (64, 128, 3), (128, 128, 1)]

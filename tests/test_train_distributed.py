@@ -23,8 +23,8 @@ from maskbnn.models.checkpoint import load_weights, read_checkpoint
 from maskbnn.models.quant import TensorNorm
 from maskbnn.models.registry import get_network
 from maskbnn.paths import REPO_ROOT, SAMPLE_DIR
-from maskbnn.pipeline import distributed
-from maskbnn.pipeline.distributed import Runtime, parse_gpus
+from maskbnn.pipeline.train import distributed
+from maskbnn.pipeline.train.distributed import Runtime, parse_gpus
 
 NET = "mask_1w1a_0.25"
 

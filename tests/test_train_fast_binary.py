@@ -7,8 +7,8 @@ import torch
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
 
 from maskbnn.models.registry import get_network
-from maskbnn.pipeline.fast_binary import fast_binary
-from maskbnn.pipeline.trainer import make_loss
+from maskbnn.pipeline.train.fast_binary import fast_binary
+from maskbnn.pipeline.train.trainer import make_loss
 
 torch.set_num_threads(1)
 

@@ -15,10 +15,10 @@ from maskbnn.errors import UserError
 from maskbnn.models.checkpoint import read_checkpoint
 from maskbnn.models.registry import get_network
 from maskbnn.paths import ABSOLUTE_PATH, SAMPLE_DIR
-from maskbnn.pipeline.datasets import ArrayDataset, hold_out, load_maskedface
-from maskbnn.pipeline.ship_pretrained import ship
-from maskbnn.pipeline.trainer import Checkpoints, Hook, Trainer, make_optimizer, to_tensors
-from maskbnn.pipeline.weight_average import WeightAverage
+from maskbnn.pipeline.data.datasets import ArrayDataset, hold_out, load_maskedface
+from maskbnn.pipeline.train.ship_pretrained import ship
+from maskbnn.pipeline.train.trainer import Checkpoints, Hook, Trainer, make_optimizer, to_tensors
+from maskbnn.pipeline.train.weight_average import WeightAverage
 from tests.test_train import quiet_trainer, train_args
 
 

@@ -21,7 +21,7 @@ def _copy_build(built, tmp_path):
 
 
 def test_chain_passes_on_a_good_build(built_025):
-    from maskbnn.pipeline.verify import verify
+    from maskbnn.pipeline.verify.chain import verify
 
     r = verify("mask_1w1a_0.25", checkpoint=built_025["checkpoint"], n_images=1000, streamlined_images=200,
                finn_images=2, build=built_025["dir"])  # fmt: skip
@@ -31,8 +31,8 @@ def test_chain_passes_on_a_good_build(built_025):
 
 @pytest.mark.parametrize("what", ["threshold", "weight"])
 def test_corrupted_hardware_graph_fails_with_report(built_025, tmp_path, what):
-    from maskbnn.pipeline.hwgraph import export_program
-    from maskbnn.pipeline.verify import verify
+    from maskbnn.pipeline.finn.hwgraph import export_program
+    from maskbnn.pipeline.verify.chain import verify
 
     d = _copy_build(built_025, tmp_path)
     m = ModelWrapper(str(d / "hw_model.onnx"))
@@ -74,7 +74,7 @@ def test_fast_sanitize_matches_qonnx():
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.basic import sanitize_quant_values as original
 
-    from maskbnn.pipeline import finn_env  # noqa: F401
+    from maskbnn.pipeline.finn import env as finn_env  # noqa: F401
 
     assert onnx_exec.sanitize_quant_values is not original
     t = helper.make_tensor_value_info("t", TensorProto.FLOAT, [4])
@@ -121,7 +121,7 @@ def test_onnx_stage_runs_lowered_graphs_image_by_image(tmp_path):
     first assertion pins the qonnx bug: when it fails, qonnx is fixed and batching can return."""
     from qonnx.core.onnx_exec import execute_onnx
 
-    from maskbnn.pipeline.verify_stages import onnx_stage
+    from maskbnn.pipeline.verify.stages import onnx_stage
 
     x = np.random.default_rng(0).integers(0, 256, (3, 4, 4, 2)).astype(np.uint8)
     want = _patches(x.astype(np.float32))

@@ -40,7 +40,7 @@ def _pad_conv_graph(value: float, bipolar: bool) -> ModelWrapper:
 def test_absorb_bipolar_pad_only_takes_minus_one_on_signs(value, bipolar, absorbed):
     from qonnx.core.onnx_exec import execute_onnx
 
-    from maskbnn.pipeline.build_steps import AbsorbBipolarPadIntoConv
+    from maskbnn.pipeline.finn.build_steps import AbsorbBipolarPadIntoConv
 
     m = _pad_conv_graph(value, bipolar)
     x = np.sign(np.random.default_rng(1).standard_normal((1, 2, 4, 4))).astype(np.float32)
@@ -61,8 +61,8 @@ def test_absorb_bipolar_pad_only_takes_minus_one_on_signs(value, bipolar, absorb
 def _build(net: str, root):
     import torch
 
-    from maskbnn.pipeline.build import run_build
-    from maskbnn.pipeline.export import export_checkpoint
+    from maskbnn.pipeline.export.qonnx_export import export_checkpoint
+    from maskbnn.pipeline.finn.build import run_build
 
     torch.set_num_threads(1)
     ckpt = calibrated_checkpoint(net, root)
@@ -73,8 +73,8 @@ def _build(net: str, root):
 
 @pytest.mark.slow
 def test_minus_one_padding_passes_the_golden_chain(tmp_path):
-    from maskbnn.pipeline.hwgraph import read_program
-    from maskbnn.pipeline.verify import verify
+    from maskbnn.pipeline.finn.hwgraph import read_program
+    from maskbnn.pipeline.verify.chain import verify
 
     net = "vgg_small_finn_0.125"
     ckpt, out, _ = _build(net, tmp_path)
@@ -86,7 +86,7 @@ def test_minus_one_padding_passes_the_golden_chain(tmp_path):
 
 @pytest.mark.slow
 def test_zero_padding_trap_is_caught(tmp_path):
-    from maskbnn.pipeline.verify import verify
+    from maskbnn.pipeline.verify.chain import verify
 
     net = "vgg_small_finn_0.125_zeropad"
     ckpt, out, _ = _build(net, tmp_path)  # FINN builds it without complaint...
@@ -96,7 +96,7 @@ def test_zero_padding_trap_is_caught(tmp_path):
 
 
 def test_unmappable_pad_is_refused_before_streamlining():
-    from maskbnn.pipeline.build_steps import step_streamline_bipolar_pad
+    from maskbnn.pipeline.finn.build_steps import step_streamline_bipolar_pad
 
     m = _pad_conv_graph(0.5, True)
     with pytest.raises(UserError, match="Pad node"):

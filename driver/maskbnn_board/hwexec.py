@@ -1,6 +1,6 @@
 """Bit-exact, batched executor of a FINN hardware graph, in NumPy only.
 
-A *program* is what ``maskbnn.pipeline.hwgraph`` reads out of a folded FINN hardware graph (weights,
+A *program* is what ``maskbnn.pipeline.finn.hwgraph`` reads out of a folded FINN hardware graph (weights,
 thresholds, window geometry, and every declared data type), stored as one ``.npz`` holding the
 arrays and a JSON description. This module must import nothing but NumPy, the standard library and
 the driver's own modules: the board driver's emulation backend uses it where no FPGA is present.

@@ -1,7 +1,7 @@
 """Image pre-processing and MaskedFace-Net labels.
 
 ``to_model_input`` is the one pre-processing of the project: the data stage, training, evaluation
-and the golden vectors import it (and the JPEG draft decoding of ``load_image``) from here (``maskbnn.pipeline.maskedface``), because the board
+and the golden vectors import it (and the JPEG draft decoding of ``load_image``) from here (``maskbnn.pipeline.data.maskedface``), because the board
 package may not import maskbnn. The file-name label rules are repeated there; a test compares them.
 """
 

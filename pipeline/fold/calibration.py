@@ -1,0 +1,170 @@
+"""How far FINN's resource estimate is from what Vivado synthesises: the margin the fabric budget
+adds, calibrated on post-synthesis figures of foldings FINN+ 1.6.1 can estimate here.
+
+Each pair puts a post-synthesis figure next to FINN+ 1.6.1's estimate of the same part of the same
+folding (its layers plus the FIFOs and width converters the bitstream stage inserts). The ratio
+post/estimate above 1 is the estimate's shortfall; the margin is the largest shortfall seen, so a
+folding within budget by the estimate stays within it after synthesis for every pair so far.
+
+Pairs come from two places:
+
+- published builds (PUBLISHED below, source named on each row); their FINN+ 1.6.1 estimate is the
+  one ``maskbnn fold-report`` recomputes from the published folding (a slow test checks it);
+- our own builds: every ``bitstreams/NET/BOARD/manifest.json`` whose ``post_synthesis.resources``
+  holds FINN's ``post_synth_resources.json`` (``"(top)"``: the whole design; one row per node).
+  With ``estimates.fabric`` (our estimate before the margin) the pair is the whole design; with
+  only FINN's layer totals in ``estimates``, it is the layers' post-synthesis rows vs those totals.
+  Once one exists, only our own builds set the margin (same tools), so it tightens with every
+  build.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from maskbnn.paths import REPO_ROOT
+
+RESOURCES = ("LUT", "BRAM_18K", "DSP")
+
+# Published post-synthesis figures (excluding the shell) with FINN+ 1.6.1's estimate of the same
+# MVAU folding on our cnv_1w1a graph (layers + minimal FIFOs/DWCs; `maskbnn fold-report`).
+PUBLISHED = [
+    {
+        "design": "finn-examples cnv-w1a1, Pynq-Z1, after decoupled-mode rework",
+        "source": "FINN pull request 209 (2020-09), post-synthesis excluding shell",
+        "post": {"LUT": 21135, "BRAM_18K": 2 * 98 + 9, "DSP": 0},
+        "estimate": {"LUT": 23912 + 1144, "BRAM_18K": 147, "DSP": 0},
+        "current": True,
+    },
+    {
+        "design": "finn-examples cnv-w1a1, Pynq-Z1, before decoupled-mode rework",
+        "source": "FINN pull request 209 (2020-09), post-synthesis excluding shell",
+        "post": {"LUT": 26487, "BRAM_18K": 2 * 94 + 73, "DSP": 0},
+        "estimate": {"LUT": 23912 + 1144, "BRAM_18K": 147, "DSP": 0},
+        # the weight memory FINN replaced in that PR (FINN+ 1.6.1 builds the new one): shown
+        # for the spread, not used for the margin
+        "current": False,
+    },
+]
+
+
+def _post(res: dict) -> dict[str, int]:
+    """LUT / BRAM18 / DSP of one entry of FINN's post_synth_resources.json."""
+    return {
+        "LUT": int(res.get("LUT", 0)),
+        "BRAM_18K": 2 * int(res.get("BRAM_36K", 0)) + int(res.get("BRAM_18K", 0)),
+        "DSP": int(res.get("DSP", res.get("DSP48", 0))),
+    }
+
+
+NOT_LAYERS = ("(top)", "top_", "StreamingFIFO", "StreamingDataWidthConverter", "IODMA")
+
+
+def own_pair(man: dict, shell: dict) -> dict | None:
+    """One manifest's pair, or None before synthesis. With our whole-fabric estimate in the
+    manifest (``estimates.fabric``): the whole design, the shell figure taken off both sides.
+    Without it: the layers alone, FINN's per-node post-synthesis rows vs its layer estimate."""
+    try:
+        res = man["post_synthesis"]["resources"]
+        est = man["estimates"]
+    except (KeyError, TypeError):
+        return None
+    if not isinstance(res, dict) or "(top)" not in res:
+        return None
+    if "fabric" in est:
+        before, top = est["fabric"]["before_margin"], _post(res["(top)"])
+        post = {k: top[k] - int(shell[k]) for k in RESOURCES}
+        estimate = {k: int(before[k]) - int(shell[k]) for k in RESOURCES}
+        scope = "whole design less the shell figure"
+    else:
+        rows = [_post(v) for k, v in res.items() if not k.startswith(NOT_LAYERS)]
+        post = {k: sum(r[k] for r in rows) for k in RESOURCES}
+        estimate = {k: int(est.get(k, 0)) for k in RESOURCES}
+        scope = "layers"
+    return {"post": post, "estimate": estimate, "scope": scope}
+
+
+def own_pairs(root: Path = REPO_ROOT / "bitstreams", shell: dict | None = None) -> list[dict]:
+    """Pairs from our released bitstreams (``bitstreams/NET/BOARD/manifest.json``)."""
+    from maskbnn.pipeline.finn.fabric import SHELL
+
+    rows = []
+    for path in sorted(Path(root).glob("*/*/manifest.json")):
+        try:
+            man = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        pair = own_pair(man, SHELL if shell is None else shell)
+        if pair is None:
+            continue  # not synthesised yet: nothing to compare
+        rows.append({
+            "design": f"{man.get('network')} on {man.get('board')} (our build, {pair['scope']})",
+            "source": path.relative_to(Path(root).parent).as_posix(),
+            "post": pair["post"],
+            "estimate": pair["estimate"],
+            "current": True,
+            "own": True,
+        })  # fmt: skip
+    return rows
+
+
+def table(root: Path = REPO_ROOT / "bitstreams") -> list[dict]:
+    """Every pair with its post/estimate ratio per resource (None where the estimate is 0)."""
+    rows = [*({**p, "own": False} for p in PUBLISHED), *own_pairs(root)]
+    for r in rows:
+        r["ratio"] = {
+            k: round(r["post"][k] / r["estimate"][k], 3) if r["estimate"][k] > 0 else None
+            for k in RESOURCES
+        }
+    return rows
+
+
+def margin(rows: list[dict] | None = None) -> dict[str, float]:
+    """Fraction added per resource to FINN's estimated parts: the largest shortfall
+    (post/estimate - 1, at least 0) over our own builds when there are any, else over the
+    published pairs of the implementation FINN+ 1.6.1 generates."""
+    rows = table() if rows is None else rows
+    used = [r for r in rows if r["own"]] or [r for r in rows if r["current"]]
+    out = {}
+    for k in RESOURCES:
+        ratios = [r["ratio"][k] for r in used if r["ratio"][k] is not None]
+        out[k] = round(max([0.0, *(x - 1 for x in ratios)]), 3)
+    return out
+
+
+def spread(rows: list[dict]) -> dict[str, tuple[float, float] | None]:
+    """(lowest, highest) post/estimate ratio per resource over all pairs."""
+    out: dict[str, tuple[float, float] | None] = {}
+    for k in RESOURCES:
+        ratios = [r["ratio"][k] for r in rows if r["ratio"][k] is not None]
+        out[k] = (min(ratios), max(ratios)) if ratios else None
+    return out
+
+
+def to_markdown(rows: list[dict]) -> str:
+    m, s = margin(rows), spread(rows)
+    used = [r for r in rows if r["own"]] or [r for r in rows if r["current"]]
+    lines = [
+        "## Calibration: post-synthesis vs FINN+ 1.6.1's estimate of the same folding",
+        "",
+        "| design | source | LUT post / est. | BRAM18 post / est. | ratio LUT | ratio BRAM "
+        "| sets the margin |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        p, e, q = r["post"], r["estimate"], r["ratio"]
+        lines.append(
+            f"| {r['design']} | {r['source']} | {p['LUT']:,} / {e['LUT']:,} | "
+            f"{p['BRAM_18K']} / {e['BRAM_18K']} | {q['LUT']} | {q['BRAM_18K']} | "
+            f"{'yes' if r in used else 'no'} |"
+        )
+    span = ", ".join(f"{k} {v[0]}-{v[1]}" for k, v in s.items() if v)
+    who = "our own builds" if any(r["own"] for r in rows) else "the current published pairs"
+    lines += [
+        "",
+        f"Spread of post/estimate: {span}. Margin (largest shortfall over {who}): "
+        + ", ".join(f"{k} +{100 * v:.1f}%" for k, v in m.items())
+        + ".",
+    ]
+    return "\n".join(lines) + "\n"

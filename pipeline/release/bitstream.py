@@ -1,0 +1,709 @@
+"""Bitstream step: verified hardware graph -> HLS/RTL sources -> IP -> stitched IP -> bitfile.
+
+FINN+'s hardware steps, in FINN's order, on ``build/<net>/<board>/hw_model.onnx`` (the graph `make
+verify` proved bit-exact):
+
+    hw_codegen          HLS C++ + tcl per HLS layer, filled RTL templates per RTL layer  (offline)
+    hw_ipgen            Vitis HLS synthesis of every HLS layer                       (Vitis HLS)
+    set_fifo_depths     DWC/FIFO insertion; sizing simulated or minimal (fifo_sizing)  (xsim)
+    create_stitched_ip  one Vivado IP of the whole accelerator                          (Vivado)
+    prepare_synthesis, synthesize_bitfile   the Zynq shell and bitfile, post-synth reports (Vivado)
+    make_driver         PYNQ driver settings                                   (after the bitfile)
+
+Without Vivado/Vitis everything that can run here runs: hw_codegen, and the DWC/FIFO insertion of
+set_fifo_depths (FINN's `force_minimal_fifos` graph, FIFOs unsized) with its codegen, so every
+layer's HLS and RTL sources exist and the RTL ones can be simulated with Verilator
+(rtlsim_verilator.py). The outputs are written to ``build/<net>/<board>/bitstream/`` (sources
+listing, golden vectors, manifest.json marked incomplete), then the step raises one
+MissingToolError naming the missing tools, the variables looked at and the Docker command.
+
+With the tools, the result is released to ``bitstreams/<net>/<board>/``, whole or not at all
+(built in a sibling folder, renamed): accelerator.bit/.hwh, FINN's driver settings, Vivado's and
+FINN's reports, post_synthesis.md, golden vectors (real images and the Brevitas model's outputs)
+and manifest.json (sha256 of every file, of the exported model and of the hardware graph; network,
+board, clock, folding, FIFO sizing, tool versions, estimates beside post-synthesis resources,
+timing, verification summary). A missed timing or a design too large for the device is a
+UserError saying by how much, and leaves the previous release in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from importlib.metadata import version as dist_version
+from pathlib import Path
+
+import numpy as np
+
+from maskbnn.config import BOARDS, load_network_config
+from maskbnn.errors import MissingToolError, UserError
+from maskbnn.paths import REPO_ROOT
+from maskbnn.pipeline.export.qonnx_export import rel
+from maskbnn.pipeline.finn import env as finn_env
+from maskbnn.pipeline.release.atomic import staged_folder
+from maskbnn.pipeline.release.synthesis_report import (
+    next_slower_folding,
+    placement_failure,
+    post_synthesis_markdown,
+    timing_slack,
+    versus_estimate,
+)
+from maskbnn_board.deployment import sha256_of
+
+BITSTREAMS_DIR = REPO_ROOT / "bitstreams"
+MANIFEST_FORMAT = "maskbnn-bitstream/1"
+# Vivado board parts FINN+'s Zynq shell sets (finn/transformation/fpgadataflow/templates.py)
+BOARD_PARTS = {
+    "Pynq-Z1": "www.digilentinc.com:pynq-z1:part0:1.0",
+    "Pynq-Z2": "tul.com.tw:pynq-z2:part0:1.0",
+}
+# What FINN+ looks at to find the tools (finn/interface/interface_utils.py) and the board files
+TOOL_ENV = {"vivado": ("XILINX_VIVADO",), "vitis_hls": ("XILINX_HLS", "XILINX_VITIS")}
+# what FINN+'s finn_xsi/CMakeLists.txt needs for simulated FIFO sizing (Debian's libboost-dev)
+BOOST_HEADER = Path("/usr/include/boost/program_options.hpp")
+GOLDEN_IMAGES = 100  # real images with the Brevitas model's outputs shipped next to a bitstream
+
+
+def bitstream_dir(net: str, board: str) -> Path:
+    return BITSTREAMS_DIR / net / board
+
+
+# --- tools and board files ---------------------------------------------------------------------
+
+
+def tool_status() -> dict[str, bool]:
+    return {tool: finn_env.tool_available(tool) for tool in TOOL_ENV}
+
+
+def vivado_version() -> str | None:
+    """ "2024.2"-style version of the Vivado on PATH (None without Vivado)."""
+    root = os.environ.get("XILINX_VIVADO", "")
+    m = re.search(r"(20\d\d\.\d)", root)
+    if m:
+        return m.group(1)
+    if shutil.which("vivado"):
+        out = subprocess.run(["vivado", "-version"], capture_output=True, text=True).stdout
+        m = re.search(r"v(20\d\d\.\d)", out)
+        return m.group(1) if m else out.strip().splitlines()[0] if out.strip() else None
+    return None
+
+
+def finn_deps_dir() -> Path:
+    from finn.util.settings import get_settings
+
+    return Path(get_settings().finn_deps)
+
+
+def find_board_files(board: str, search: Path | None = None) -> Path | None:
+    """The folder holding `board`'s Vivado board files (a board.xml naming its board part),
+    searched in `search` if given, else in FINN+'s dependency folder (pipeline/finn/deps.py)."""
+    import xml.etree.ElementTree as ET
+
+    # Vivado matches a board part id (lower case) against board.xml's vendor and name without
+    # regard to case: Digilent's PYNQ-Z1 file says name="PYNQ-Z1".
+    want = tuple(BOARD_PARTS[board].split(":")[:2])
+    root = Path(search) if search else finn_deps_dir() / "board_files"
+    if not root.is_dir():
+        return None
+    found = (
+        Path(d) / "board.xml"
+        for d, _, files in os.walk(root, followlinks=True)
+        if "board.xml" in files
+    )  # Vivado follows links in its board repositories
+    for xml in sorted(found):
+        try:
+            el = ET.parse(xml).getroot()
+        except ET.ParseError:
+            continue
+        if (el.get("vendor", "").lower(), el.get("name", "").lower()) == want:
+            return xml.parent
+    return None
+
+
+def board_files_problem(board: str, board_files: Path | None) -> str | None:
+    """None when the board files Vivado needs are found, else what is missing and where we
+    looked. Pynq-Z1's come with FINN+'s dependencies; Pynq-Z2's often do not (their download
+    is a TUL site FINN+ fetches from a CDN)."""
+    from maskbnn.pipeline.finn import deps as finn_deps
+
+    if find_board_files(board, board_files) is not None:
+        return None
+    where = board_files if board_files else finn_deps_dir() / "board_files"
+    return (
+        f"the {board} board files (Vivado board part {BOARD_PARTS[board]}) are absent: looked "
+        f"for a board.xml naming it under {where}; pass their folder with --board-files DIR "
+        f"(BOARD_FILES=DIR for make) or fetch them with "
+        f"`{finn_deps.fetch_command(finn_deps_dir(), [board])}`"
+    )
+
+
+def deps_problem(board: str) -> None:
+    """MissingToolError naming the one command that fetches what is missing from FINN_DEPS
+    (the local route: `make setup` does not fetch FINN+'s external dependencies)."""
+    from maskbnn.pipeline.finn import deps as finn_deps
+
+    where = finn_deps_dir()
+    absent = finn_deps.missing(where)
+    if absent:
+        raise MissingToolError(
+            f"FINN+'s dependencies {', '.join(absent)} are not in FINN_DEPS ({where}); fetch "
+            f"what this flow needs with `{finn_deps.fetch_command(where, [board])}`"
+        )
+    if fifo_sizing()["strategy"] == "distributed_sim" and not BOOST_HEADER.is_file():
+        raise MissingToolError(
+            "FINN+'s simulated FIFO sizing builds its node simulators against Boost, which is "
+            f"not installed ({BOOST_HEADER} is absent): `apt-get install libboost-dev "
+            "libboost-program-options-dev` (the Docker image has it)"
+        )
+
+
+def _link_board_files(board: str, board_files: Path) -> None:
+    """FINN+'s Zynq shell adds only ``<FINN_DEPS>/board_files`` to Vivado's board repository
+    paths; make a user-given folder visible there."""
+    found = find_board_files(board, board_files)
+    target = finn_deps_dir() / "board_files" / f"maskbnn-{board.lower()}"
+    if found is None or find_board_files(board) is not None:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    target.symlink_to(found.resolve(), target_is_directory=True)
+
+
+def missing_tools_message(
+    net: str, board: str, missing: list[str], board_note: str | None, out: Path
+) -> str:
+    names = {"vivado": "Vivado (vivado)", "vitis_hls": "Vitis HLS (vitis_hls)"}
+    looked = ", ".join(v for t in missing for v in TOOL_ENV[t])
+    also = f" Also: {board_note}." if board_note else ""
+    msg = (
+        f"{' and '.join(names[t] for t in missing)} not found: looked for "
+        f"{' and '.join(t for t in missing)} on PATH and for the environment variables {looked} "
+        f"(Vivado's settings64.sh sets them). The flow for {net} on {board} stopped "
+        f"after hw_codegen; its sources, golden vectors and manifest are in {rel(out)}.{also} "
+        f"To finish it: {finn_env.vivado_route(net, board)}"
+    )
+    return msg
+
+
+# --- FINN steps --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def finn_scratch(folder: Path) -> Iterator[Path]:
+    """Point FINN's scratch folder (where hw_codegen/ipgen put every layer's sources) into the
+    build for the duration of the step, so the sources live and die with the build."""
+    from finn.util.settings import get_settings
+
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = get_settings()
+    before, env_before = settings._finn_build_dir, os.environ.get("FINN_BUILD_DIR")
+    settings._finn_build_dir = str(folder.resolve())
+    os.environ["FINN_BUILD_DIR"] = str(folder.resolve())
+    try:
+        yield folder
+    finally:
+        settings._finn_build_dir = before
+        if env_before is None:
+            os.environ.pop("FINN_BUILD_DIR", None)
+        else:
+            os.environ["FINN_BUILD_DIR"] = env_before
+
+
+def fifo_sizing() -> dict[str, str]:
+    """FINN's FIFO sizing for this machine, chosen here and recorded in the manifest.
+
+    FINN's default sizing simulates the stitched design through its XSI bridge, which loads
+    Vivado's simulator library (``$XILINX_VIVADO/lib/lnx64.o/libxv_simulator_kernel.so``) and is
+    compiled with CMake against Boost (installed by the Dockerfile). With that library present we
+    use it. Without it (a Vivado install lacking the simulator, or CI's tool doubles) we keep
+    FINN's minimal FIFOs (depth 2, no simulation): our CNVs are straight chains with no forks, so
+    shallow FIFOs can cost throughput but cannot deadlock; the board's throughput command measures
+    what is reached."""
+    from finn.builder.build_dataflow_config import AutoFIFOSizingMethod as M
+
+    kernel = Path(os.environ.get("XILINX_VIVADO", "/nonexistent")) / "lib" / "lnx64.o"
+    if (kernel / "libxv_simulator_kernel.so").is_file():
+        return {"strategy": M.DISTRIBUTED_SIMULATION.value,
+                "why": "Vivado's simulator library found: FINN's simulation-based sizing"}  # fmt: skip
+    return {"strategy": M.FORCE_MINIMAL_FIFOS.value,
+            "why": "no Vivado simulator library (lib/lnx64.o/libxv_simulator_kernel.so): "
+                   "minimal FIFOs, not simulated"}  # fmt: skip
+
+
+def hardware_config(net: str, board: str, out: Path):
+    """FINN's DataflowBuildConfig for the hardware steps: the build's own config plus the
+    products of a Zynq bitfile build. FINN's deployment package is not asked for: `make
+    deploy` assembles ours from the release folder."""
+    from finn.builder.build_dataflow_config import AutoFIFOSizingMethod, DataflowOutputType
+
+    from maskbnn.pipeline.finn.build import finn_config
+
+    cfg = finn_config(load_network_config(net), board, out)
+    cfg.generate_outputs = [
+        DataflowOutputType.ESTIMATE_REPORTS,
+        DataflowOutputType.STITCHED_IP,
+        DataflowOutputType.BITFILE,
+        DataflowOutputType.PYNQ_DRIVER,
+    ]
+    cfg.auto_fifo_depths = True
+    cfg.auto_fifo_strategy = AutoFIFOSizingMethod(fifo_sizing()["strategy"])
+    cfg.verify_steps = []
+    cfg.save_intermediate_models = True
+    return cfg
+
+
+def insert_minimal_fifos(model, cfg):
+    """The graph half of FINN's set_fifo_depths with ``force_minimal_fifos``: data-width
+    converters and depth-2 FIFOs between all layers, specialised to their RTL back-ends. FIFO
+    sizing itself simulates the stitched design in Vivado's xsim, so these depths are unsized."""
+    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
+    from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+    from finn.transformation.qonnx.give_unique_node_names_recursive import (
+        GiveUniqueNodeNamesRecursive,
+    )
+    from qonnx.transformation.general import GiveReadableTensorNames
+
+    model = model.transform(InsertDWC())
+    model = model.transform(InsertFIFO(create_shallow_fifos=True))
+    model = model.transform(SpecializeLayers(cfg._resolve_fpga_part()))
+    model = model.transform(GiveUniqueNodeNamesRecursive())
+    return model.transform(GiveReadableTensorNames())
+
+
+def run_hardware_steps(net: str, hw_model: Path, cfg, out: Path, tools: dict[str, bool]) -> tuple:
+    """Run FINN's hardware steps as far as the tools allow. Returns (model, steps run, times)."""
+    import finn.builder.build_dataflow_steps as S
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    inter = out / "intermediate_models"
+    inter.mkdir(parents=True, exist_ok=True)
+    model = ModelWrapper(str(hw_model))
+    done: list[str] = []
+    times: dict[str, float] = {}
+
+    def step(name: str, fn) -> None:
+        nonlocal model
+        t0 = time.perf_counter()
+        try:
+            model = fn(model, cfg)
+        except (UserError, MissingToolError):
+            raise
+        except Exception as err:
+            if name == "synthesize_bitfile" and (placed := placement_error(out, net, cfg.board)):
+                raise placed from err
+            raise RuntimeError(f"FINN step {name} failed: {err}") from err
+        model.save(str(inter / f"{name}.onnx"))
+        times[name] = round(time.perf_counter() - t0, 2)
+        done.append(name)
+        print(f"  {name:30s} {times[name]:8.2f} s", flush=True)
+
+    with finn_scratch(out / "finn"):
+        step("hw_codegen", S.step_hw_codegen)
+        if tools["vitis_hls"] and tools["vivado"]:
+            step("hw_ipgen", S.step_hw_ipgen)
+            step("set_fifo_depths", S.step_set_fifo_depths)
+            step("create_stitched_ip", S.step_create_stitched_ip)
+            # the dataflow graph as stitched; ZynqBuild returns a graph of partitions around it
+            dataflow = model
+            step("prepare_synthesis", S.step_prepare_synthesis)
+            step("synthesize_bitfile", S.step_synthesize_bitfile)
+            step("make_driver", S.step_make_driver)
+            model = dataflow
+        else:
+            # hw_ipgen and FIFO sizing cannot run: insert the DWCs and FIFOs as FINN would and
+            # generate their RTL, so every layer of the final graph has its sources here
+            step("insert_dwc_fifo_unsized", insert_minimal_fifos)
+            step("hw_codegen_dwc_fifo", S.step_hw_codegen)
+    return model, done, times
+
+
+# --- sources -----------------------------------------------------------------------------------
+
+
+def layer_sources(node, inst) -> dict[str, list[str]]:
+    """The generated sources of one layer: HLS C++ and tcl, or the RTL file list."""
+    code_gen = Path(inst.get_nodeattr("code_gen_dir_ipgen") or "")
+    if node.op_type.endswith("_rtl"):
+        files = [Path(f) for f in inst.get_rtl_file_list(abspath=True)]
+        kind = "rtl"
+    elif node.op_type.endswith("_hls"):
+        files = [code_gen / f"top_{node.name}.cpp", code_gen / f"hls_syn_{node.name}.tcl"]
+        kind = "hls"
+    else:
+        raise UserError(f"{node.name} ({node.op_type}) has no HLS or RTL back-end")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise UserError(f"{node.name}: hw_codegen did not produce {', '.join(missing)}")
+    return {"kind": kind, "files": [rel(f) for f in files]}
+
+
+def sources_report(model) -> dict:
+    from qonnx.custom_op.registry import getCustomOp
+
+    layers = {}
+    for node in model.graph.node:
+        inst = getCustomOp(node)
+        src = layer_sources(node, inst)
+        layers[node.name] = {"op_type": node.op_type, **src,
+                             "finn_estimate_cycles": int(inst.get_exp_cycles())}  # fmt: skip
+    kinds = [v["kind"] for v in layers.values()]
+    return {"layers": layers, "hls": kinds.count("hls"), "rtl": kinds.count("rtl")}
+
+
+def applied_folding(model) -> dict[str, dict[str, int]]:
+    from qonnx.custom_op.registry import getCustomOp
+
+    out: dict[str, dict[str, int]] = {}
+    for node in model.graph.node:
+        inst = getCustomOp(node)
+        attrs = {}
+        for a in ("PE", "SIMD", "depth", "ram_style", "mem_mode"):
+            try:
+                v = inst.get_nodeattr(a)
+            except AttributeError:
+                continue
+            if v not in (None, "", 0):
+                attrs[a] = v
+        if attrs:
+            out[node.name] = attrs
+    return out
+
+
+# --- golden vectors ----------------------------------------------------------------------------
+
+
+def write_golden(net: str, build: Path, dest: Path, n: int, checkpoint: Path | None) -> dict:
+    """Real images (pre-processed as in training) and the Brevitas model's outputs on them, from
+    the weights the build was exported from."""
+    import torch
+
+    from maskbnn.pipeline.export.qonnx_export import load_model, weights_hash
+    from maskbnn.pipeline.release.deploy import build_weights_hash
+    from maskbnn.pipeline.verify.chain import load_images
+    from maskbnn.pipeline.verify.stages import brevitas_outputs
+
+    torch.set_num_threads(1)
+    model = load_model(net, checkpoint)
+    want, have = build_weights_hash(build), weights_hash(model)
+    if want and want != have:
+        raise UserError(
+            f"the weights ({have}) are not the ones {rel(build)} was built from ({want}): pass "
+            "the build's checkpoint with --checkpoint"
+        )
+    x, names, source = load_images(net, n)
+    ref = brevitas_outputs(model, x)
+    dest.mkdir(parents=True, exist_ok=True)
+    np.save(dest / "inputs.npy", x)
+    np.save(dest / "expected_top1.npy", ref["top1"].astype(np.int64))
+    np.save(dest / "expected_logits.npy", ref["logits"].astype(np.float32))
+    (dest / "names.json").write_text(json.dumps(names, indent=0) + "\n")
+    return {"images": len(x), "source": source, "weights_hash": have,
+            "inputs": "golden/inputs.npy", "expected_top1": "golden/expected_top1.npy",
+            "expected_logits": "golden/expected_logits.npy", "names": "golden/names.json"}  # fmt: skip
+
+
+# --- manifest ----------------------------------------------------------------------------------
+
+
+def file_entries(folder: Path) -> dict[str, dict]:
+    return {
+        str(p.relative_to(folder)): {"sha256": sha256_of(p), "bytes": p.stat().st_size}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+
+
+def write_manifest(folder: Path, meta: dict) -> dict:
+    manifest = {"format": MANIFEST_FORMAT, **meta, "files": file_entries(folder)}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return manifest
+
+
+def check_manifest(folder: Path) -> list[str]:
+    """Problems with a manifest's hashes (empty when every listed file is intact)."""
+    manifest = json.loads((Path(folder) / "manifest.json").read_text())
+    problems = []
+    for name, entry in manifest["files"].items():
+        p = Path(folder) / name
+        if not p.is_file():
+            problems.append(f"{name}: missing")
+        elif sha256_of(p) != entry["sha256"]:
+            problems.append(f"{name}: sha256 differs")
+    exported = manifest.get("exported_model", {})
+    if exported.get("path"):
+        p = REPO_ROOT / exported["path"]
+        if p.is_file() and sha256_of(p) != exported["sha256"]:
+            problems.append(f"{exported['path']}: sha256 differs from the exported model")
+    return problems
+
+
+# --- the step ----------------------------------------------------------------------------------
+
+
+def verified_build(net: str, board: str, build: Path) -> tuple[dict, dict]:
+    """build.json and a passed verification.json newer than the hardware graph, or UserError."""
+    info, ver = build / "build.json", build / "verification.json"
+    if not info.is_file():
+        raise UserError(f"no build in {rel(build)}: run `make build NET={net} BOARD={board}`")
+    summary = json.loads(info.read_text())
+    hw_model = build / summary["hw_model"]
+    if not ver.is_file():
+        raise UserError(f"{rel(build)} is not verified: run `make verify NET={net} BOARD={board}`")
+    report = json.loads(ver.read_text())
+    if not report.get("passed"):
+        raise UserError(f"{rel(ver)} reports a failed verification: no bitstream from it")
+    if ver.stat().st_mtime < hw_model.stat().st_mtime:
+        raise UserError(
+            f"{rel(ver)} is older than {rel(hw_model)}: run `make verify NET={net} BOARD={board}`"
+        )
+    return summary, report
+
+
+def codegen_model(net: str, board: str, build: Path) -> Path:
+    """The code-generated graph of a build (with DWCs and FIFOs), generated if missing/stale."""
+    path = build / "bitstream" / "hw_codegen.onnx"
+    hw_model = build / "hw_model.onnx"
+    if not hw_model.is_file():
+        raise UserError(f"no hardware graph in {rel(build)}: run `make build NET={net}` first")
+    if path.is_file() and path.stat().st_mtime >= hw_model.stat().st_mtime:
+        return path
+    generate_sources(net, board, build, tools={"vivado": False, "vitis_hls": False})
+    return path
+
+
+# everything a previous run of the hardware steps leaves in build/<net>/<board>/bitstream/
+RUN_OUTPUTS = ("finn", "intermediate_models", "bitfile", "driver", "report", "stitched_ip")
+
+
+def generate_sources(net: str, board: str, build: Path, tools: dict[str, bool]) -> tuple:
+    """Run the hardware steps from a clean slate (no bitfile, driver or report of an earlier
+    run survives to be mistaken for this one's); returns (dataflow graph, steps, times,
+    sources). The graph saved as hw_codegen.onnx is the stitched dataflow graph, not the
+    partition graph ZynqBuild returns."""
+    out = build / "bitstream"
+    for name in RUN_OUTPUTS:
+        shutil.rmtree(out / name, ignore_errors=True)
+    (out / "next_slower_folding.json").unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = hardware_config(net, board, out)
+    model, done, times = run_hardware_steps(net, build / "hw_model.onnx", cfg, out, tools)
+    model.save(str(out / "hw_codegen.onnx"))
+    sources = sources_report(model)
+    (out / "sources.json").write_text(json.dumps(sources, indent=2) + "\n")
+    return model, done, times, sources
+
+
+def run_bitstream(
+    net: str,
+    board: str | None = None,
+    build: Path | None = None,
+    board_files: Path | None = None,
+    checkpoint: Path | None = None,
+    release: Path | None = None,
+) -> dict:
+    """The whole hardware flow; returns the manifest. Raises MissingToolError (after writing
+    everything that could be made) when Vivado or Vitis HLS is absent, UserError when the
+    design misses timing or does not fit; the release folder is replaced only by a whole,
+    passing release."""
+    from maskbnn.pipeline.finn.build import build_dir
+
+    t_all = time.perf_counter()
+    cfg = load_network_config(net)
+    board = board or cfg.build.board
+    if board not in BOARDS:
+        raise UserError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
+    build = Path(build) if build else build_dir(net, board)
+    summary, verification = verified_build(net, board, build)
+    tools = tool_status()
+    complete = all(tools.values())
+    board_note = board_files_problem(board, board_files)
+    if complete and board_note:
+        raise MissingToolError(f"cannot synthesise for {board}: {board_note}")
+    if complete:
+        deps_problem(board)
+    if complete and board_files:
+        _link_board_files(board, board_files)
+
+    model, done, times, sources = generate_sources(net, board, build, tools)
+    out = build / "bitstream"
+    estimates = json.loads((build / summary["estimates"]["json"]).read_text())
+    dest = Path(release) if release else bitstream_dir(net, board)
+    synthesis = None
+    if complete:
+        synthesis = check_synthesis(net, board, build, cfg.build.clock_ns, estimates, dest)
+    ctx = {"net": net, "board": board, "build": build, "summary": summary, "cfg": cfg,
+           "checkpoint": checkpoint, "model": model, "done": done, "times": times,
+           "sources": sources, "tools": tools, "board_note": board_note, "estimates": estimates,
+           "verification": verification, "synthesis": synthesis, "t0": t_all}  # fmt: skip
+    if not complete:
+        for stale in ("accelerator.bit", "accelerator.hwh", "settings.json", "manifest.json"):
+            (out / stale).unlink(missing_ok=True)
+        fill_release(out, ctx)
+        missing = [t for t, ok in tools.items() if not ok]
+        raise MissingToolError(missing_tools_message(net, board, missing, board_note, out))
+    with staged_folder(dest) as tmp:
+        manifest = fill_release(tmp, ctx)
+    return manifest
+
+
+def check_synthesis(
+    net: str, board: str, build: Path, clock_ns: float, estimates: dict, dest: Path
+) -> dict:
+    """Post-synthesis figures of a finished bitfile build, or UserError when it misses timing
+    (worst negative slack, clock, the next slower folding to try)."""
+    out = build / "bitstream"
+    report = out / "report" / "post_route_timing.rpt"
+    wns = timing_slack(report)
+    if wns is None:
+        raise RuntimeError(f"synthesize_bitfile ran but {rel(report)} has no timing summary")
+    if wns < 0:
+        cycles = int(estimates.get("total", {}).get("max_cycles", 0))
+        nxt = next_slower_folding(net, board, build, cycles, clock_ns,
+                                  out / "next_slower_folding.json")  # fmt: skip
+        hint = (
+            f"the next slower folding the folding optimizer offers runs at {nxt['fps']:,.0f} FPS "
+            f"estimated ({nxt['max_cycles']:,} cycles per image, bottleneck {nxt['bottleneck']}), "
+            f"written to {rel(Path(nxt['file']))}: copy it to build_configs/folding/ and name it "
+            f"in build_configs/{net}.yaml (build.folding), or lengthen build.clock_ns"
+            if nxt
+            else "the folding optimizer has no slower folding: lengthen build.clock_ns"
+        )
+        raise UserError(
+            f"{net} on {board} misses timing: worst negative slack {wns:.3f} ns at "
+            f"{1000 / clock_ns:.0f} MHz (clock period {clock_ns} ns; {rel(report)}); {hint}. "
+            f"Nothing was released to {rel(dest)}"
+        )
+    res = json.loads((out / "report" / "post_synth_resources.json").read_text())
+    top = res.get("(top)", {})
+    return {"resources": res, "wns_ns": wns, "timing_met": True,
+            "vs_estimate": versus_estimate(estimates.get("total", {}), top),
+            "report": "post_synthesis.md"}  # fmt: skip
+
+
+def placement_error(out: Path, net: str, board: str) -> UserError | None:
+    """The resource over capacity when Vivado's placer failed (FINN+ only says no bitfile)."""
+    fail = placement_failure(out / "finn")
+    if fail is None:
+        return None
+    return UserError(
+        f"{net} on {board} does not fit the {BOARDS[board]}: Vivado's placer needs "
+        f"{fail['required']:,} {fail['vivado_site']} ({fail['resource']}) where the device has "
+        f"{fail['available']:,}, {fail['over_by']:,} over capacity "
+        f"({100 * fail['over_by'] / fail['available']:.1f}% more). Fold further (`make fold "
+        f"NET={net} BOARD={board}`) or choose a smaller network. Nothing was released"
+    )
+
+
+def tool_reports() -> dict[str, str | None]:
+    """What each tool on PATH says it is (`-version`, first two lines)."""
+    out: dict[str, str | None] = {}
+    for tool in TOOL_ENV:
+        exe = shutil.which(tool)
+        if exe is None:
+            out[tool] = None
+            continue
+        proc = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=120)
+        out[tool] = " | ".join(proc.stdout.strip().splitlines()[:2]) or None
+    return out
+
+
+def fill_release(dest: Path, c: dict) -> dict:
+    """Write a release (or, without the tools, the incomplete outputs) into `dest`."""
+    from maskbnn.pipeline.release.deploy import settings_from_finn_driver, settings_from_hw_model
+
+    build, summary, cfg, net, board = c["build"], c["summary"], c["cfg"], c["net"], c["board"]
+    out = build / "bitstream"
+    complete = c["synthesis"] is not None
+    dest.mkdir(parents=True, exist_ok=True)
+    artifacts: dict = {"bitstream": None, "hwh": None}
+    clock_mhz = round(1000.0 / cfg.build.clock_ns, 3)
+    if complete:
+        bit, hwh = out / "bitfile" / "finn-accel.bit", out / "bitfile" / "finn-accel.hwh"
+        if not bit.is_file() or not hwh.is_file():
+            raise RuntimeError(f"synthesize_bitfile ran but {rel(bit)} / {rel(hwh)} are missing")
+        shutil.copyfile(bit, dest / "accelerator.bit")
+        shutil.copyfile(hwh, dest / "accelerator.hwh")
+        shutil.copytree(out / "report", dest / "report")
+        artifacts = {"bitstream": "accelerator.bit", "hwh": "accelerator.hwh", "reports": "report/"}
+        settings = settings_from_finn_driver(out / "driver" / "settings.json", clock_mhz)
+        settings_source = "FINN+ make_driver"
+    else:
+        settings = settings_from_hw_model(build / summary["hw_model"], clock_mhz)
+        settings_source = "hardware graph (FINN+ make_driver needs the bitfile)"
+    (dest / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+    golden = write_golden(net, build, dest / "golden", GOLDEN_IMAGES, c["checkpoint"])
+    tools, versions = c["tools"], tool_reports() if complete else {}
+    if complete:
+        (dest / "post_synthesis.md").write_text(post_synthesis_markdown(
+            net, board, c["synthesis"]["vs_estimate"], c["synthesis"]["wns_ns"],
+            cfg.build.clock_ns, versions.get("vivado")))  # fmt: skip
+
+    exported = REPO_ROOT / summary["input"]
+    hw_model = build / summary["hw_model"]
+    verification = c["verification"]
+    missing = [t for t, ok in tools.items() if not ok]
+    meta = {
+        "network": net,
+        "board": board,
+        "board_part": BOARD_PARTS[board],
+        "fpga_part": BOARDS[board],
+        "clock_ns": cfg.build.clock_ns,
+        "status": "complete" if complete else f"incomplete: {', '.join(missing)} missing",
+        "steps_run": c["done"],
+        "step_seconds": c["times"],
+        "artifacts": {**artifacts, "settings": "settings.json", "settings_source": settings_source},
+        "exported_model": {"path": rel(exported), "sha256": sha256_of(exported)},
+        # the hardware graph (folding included) the bitfile was built from; deploy checks it
+        "hw_model": {"path": rel(hw_model), "sha256": sha256_of(hw_model)},
+        "folding": {
+            "file": cfg.build.folding,
+            "target_fps": cfg.build.target_fps,
+            "applied": applied_folding(c["model"]),
+        },  # fmt: skip
+        "fifo_sizing": fifo_sizing() if complete else "not run (needs the tools)",
+        "tools": {
+            "finn_plus": dist_version("finn-plus"),
+            "qonnx": dist_version("qonnx"),
+            "brevitas": dist_version("brevitas"),
+            "vivado": vivado_version(),
+            "reported": versions,
+            "available": tools,
+        },  # fmt: skip
+        "board_files": c["board_note"] or "found",
+        # the layers' total and, when the build has it, the whole-fabric estimate: a synthesised
+        # release then joins the folding calibration as a whole-design pair (calibration.own_pair)
+        "estimates": c["estimates"].get("total", c["estimates"])
+        | ({"fabric": c["estimates"]["fabric"]} if "fabric" in c["estimates"] else {}),
+        "post_synthesis": c["synthesis"],
+        "verification": {
+            "passed": verification.get("passed"),
+            "images": verification.get("images"),
+            "stages": len(verification.get("stages", [])),
+            "report": rel(build / "verification.json"),
+        },
+        "rtlsim_verilator": _rtlsim_summary(build / "rtlsim" / "rtlsim.json"),
+        "sources": {
+            "hls_layers": c["sources"]["hls"],
+            "rtl_layers": c["sources"]["rtl"],
+            "listing": rel(out / "sources.json"),
+        },  # fmt: skip
+        "golden": golden,
+        "seconds": round(time.perf_counter() - c["t0"], 1),
+    }
+    return write_manifest(dest, meta)
+
+
+def _rtlsim_summary(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    r = json.loads(path.read_text())
+    return {"passed": r["passed"], "layers": len(r["layers"]), "frames": r["frames"],
+            "report": rel(path)}  # fmt: skip
