@@ -92,7 +92,8 @@ test: setup lint
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow"
 
-# --- pipeline steps: each a file-in/file-out step, so Make rebuilds only what changed ---------
+# --- pipeline steps, in pipeline/steps.py's order (tests/test_steps.py): file-in/file-out, so Make
+# rebuilds only what changed ----------------------------------------------------------------------
 DATA_OUT := $(BUILD)/data/$(notdir $(SOURCE))
 NET_DIR = $(BUILD)/$(NET)
 EXPORT_INDEX = $(NET_DIR)/export/export.json
@@ -136,12 +137,12 @@ estimates-all: setup
 rtlsim: setup
 	$(MASKBNN) rtlsim --net $(NET) --board $(BOARD)
 
+deploy: verify
+	$(MASKBNN) deploy --net $(NET) --board $(BOARD) --checkpoint $(CKPT)
+
 bitstream: verify
 	$(MASKBNN) bitstream --net $(NET) --board $(BOARD) --checkpoint $(CKPT) \
 	  $(if $(BOARD_FILES),--board-files $(BOARD_FILES))
-
-deploy: verify
-	$(MASKBNN) deploy --net $(NET) --board $(BOARD) --checkpoint $(CKPT)
 
 FOLD_NETS := mask_1w1a mask_1w1a_0.5 mask_1w1a_0.25 cnv_1w1a
 fold: setup
