@@ -19,6 +19,7 @@ import numpy as np
 
 from maskbnn.errors import UserError, VerificationError
 from maskbnn.paths import BUILD_DIR, SAMPLE_DIR
+from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.report import md_table
 
 
@@ -36,7 +37,7 @@ def _bench(net: str, board: str, finn_images: int, hwexec_images: int) -> dict:
     from maskbnn.pipeline.finn.hwgraph import read_program
     from maskbnn.pipeline.verify.stages import finn_hw_trace
 
-    hw = BUILD_DIR / net / board / "hw_model.onnx"
+    hw = BuildDir.of(net, board).hw_model
     if not hw.is_file():
         raise UserError(f"no build at {hw.parent}: run `maskbnn build --net {net} --board {board}`")
     program = read_program(hw)

@@ -24,7 +24,8 @@ from torch import nn
 
 from maskbnn.errors import UserError
 from maskbnn.outputs import remove, write_json
-from maskbnn.paths import BUILD_DIR, rel  # rel: bitstream and fold_cli import it from here
+from maskbnn.paths import rel
+from maskbnn.pipeline.builddir import export_dir, export_index
 
 LAYOUTS = ("NHWC", "NCHW")
 
@@ -99,9 +100,7 @@ def export_qonnx_files(
     from qonnx.util.cleanup import cleanup_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = (
-        out_dir / "export.json"
-    )  # names the latest export of this folder (Make and build read it)
+    meta = export_index(out_dir)  # names the latest export of this folder (Make and build read it)
     remove(meta)  # first: an export killed part-way leaves no index to an unfinished model
     model = model.eval()
     in_ch = _in_channels(model)
@@ -156,7 +155,7 @@ def export_checkpoint(
     cfg = load_network_config(net)
     require_deployable(cfg)  # before any work: name what FINN cannot map
     model = load_model(net, checkpoint)
-    out_dir = Path(out_dir) if out_dir else BUILD_DIR / net / "export"
+    out_dir = Path(out_dir) if out_dir else export_dir(net)
     return export_qonnx_files(model, net, out_dir, layout, cfg.model.image_size)
 
 

@@ -24,16 +24,10 @@ from pathlib import Path
 from maskbnn.config import BOARDS, NetworkConfig, load_network_config
 from maskbnn.errors import UserError
 from maskbnn.outputs import folder_lock, remove, write_json
-from maskbnn.paths import BUILD_CONFIGS, BUILD_DIR, rel
+from maskbnn.paths import BUILD_CONFIGS, rel
+from maskbnn.pipeline.builddir import BuildDir, export_index
+from maskbnn.pipeline.builddir import export_dir as default_export_dir
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
-
-# What says a build folder is complete and checked (Make's targets and the verification reports):
-# removed before a build starts, written last by the stage that makes each.
-STAMPS = ("build.json", "verified.stamp", "verification.json", "verification.md")
-
-
-def build_dir(net: str, board: str) -> Path:
-    return BUILD_DIR / net / board
 
 
 def finn_config(cfg: NetworkConfig, board: str, out: Path):
@@ -123,11 +117,12 @@ def run_build(
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise UserError(f"no exported model at {onnx_path}: run `maskbnn export --net {net}` first")
-    out = Path(out) if out else build_dir(net, board)
+    out = BuildDir.at(out, net, board).root
     with folder_lock(out, f"maskbnn build --net {net} --board {board}"):
         # The old summary, verification and graphs go first: a build killed part-way leaves
         # nothing that a later stage (or Make) could take for a finished build.
-        remove(*(out / n for n in (*STAMPS, "time_per_step.json", "hw_model.onnx", "program.npz")))
+        bd = BuildDir(out)
+        remove(*bd.stamps, bd.time_per_step, bd.hw_model, bd.program)
         return _run_steps(cfg, net, onnx_path, board, out, finn_minimize)
 
 
@@ -137,9 +132,10 @@ def _run_steps(cfg, net: str, onnx_path: Path, board: str, out: Path, finn_minim
     from maskbnn.pipeline.finn.estimates import collect, write_estimates
     from maskbnn.pipeline.finn.hwgraph import export_program
 
-    shutil.rmtree(out / "intermediate_models", ignore_errors=True)
-    (out / "intermediate_models").mkdir(parents=True, exist_ok=True)
-    (out / "report").mkdir(parents=True, exist_ok=True)
+    bd = BuildDir(out)
+    shutil.rmtree(bd.intermediate, ignore_errors=True)
+    bd.intermediate.mkdir(parents=True, exist_ok=True)
+    bd.report.mkdir(parents=True, exist_ok=True)
     fcfg = finn_config(cfg, board, out)
     model = ModelWrapper(str(onnx_path))
     times: dict[str, float] = {}
@@ -152,13 +148,13 @@ def _run_steps(cfg, net: str, onnx_path: Path, board: str, out: Path, finn_minim
             raise
         except Exception as err:
             raise RuntimeError(f"build step {name} failed for {net}: {err}") from err
-        model.save(str(out / "intermediate_models" / f"{name}.onnx"))
+        model.save(str(bd.intermediate_model(name)))
         times[name] = round(time.perf_counter() - t0, 3)
         print(f"  {name:30s} {times[name]:7.2f} s", flush=True)
-    hw_model = out / "hw_model.onnx"
+    hw_model = bd.hw_model
     model.save(str(hw_model))
-    export_program(hw_model, out / "program.npz")
-    est = collect(out / "report", hw_model, cfg.build.clock_ns, board, net)
+    export_program(hw_model, bd.program)
+    est = collect(bd.report, hw_model, cfg.build.clock_ns, board, net)
     paths = write_estimates(est, out)
     summary = {
         "network": net,
@@ -171,13 +167,13 @@ def _run_steps(cfg, net: str, onnx_path: Path, board: str, out: Path, finn_minim
         "target_fps": cfg.build.target_fps,
         "finn_minimize_bit_width_unfixed": finn_minimize,
         "hw_model": hw_model.name,
-        "program": "program.npz",
+        "program": bd.program.name,
         "estimates": {k: p.name for k, p in paths.items()},
         "fps": est["total"]["fps"],
         "seconds": round(time.perf_counter() - t_all, 2),
     }
-    write_json(out / "time_per_step.json", times)
-    write_json(out / "build.json", summary)  # last: Make's target for the whole build
+    write_json(bd.time_per_step, times)
+    write_json(bd.summary, summary)  # last: Make's target for the whole build
     return summary
 
 
@@ -187,8 +183,8 @@ def _sha256(path: Path) -> str:
 
 def latest_export(net: str, export_dir: Path | None = None) -> Path:
     """The TopK model the last `maskbnn export` wrote for `net` (export.json names it)."""
-    export_dir = Path(export_dir) if export_dir else BUILD_DIR / net / "export"
-    index = export_dir / "export.json"
+    export_dir = Path(export_dir) if export_dir else default_export_dir(net)
+    index = export_index(export_dir)
     if not index.is_file():
         raise UserError(f"{net} has not been exported: run `maskbnn export --net {net}` first")
     return export_dir / json.loads(index.read_text())["topk"]
@@ -213,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     load_network_config(args.net)  # an unknown name is named before any advice to export it
     onnx_path = args.onnx or latest_export(args.net)
     s = run_build(args.net, onnx_path, args.board, args.out, args.finn_minimize_bit_width)
-    out = args.out or build_dir(args.net, s["board"])
+    out = BuildDir.at(args.out, args.net, s["board"]).root
     print(f"built {rel(out / s['hw_model'])}: {s['fps']:,.0f} FPS estimated, {s['seconds']} s")
-    print((Path(out) / "estimates.md").read_text())
+    print(BuildDir(out).estimates("md").read_text())
     return 0

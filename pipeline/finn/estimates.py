@@ -12,6 +12,7 @@ from pathlib import Path
 
 from maskbnn.config import BOARDS
 from maskbnn.paths import BUILD_DIR
+from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.finn.fabric import fabric, percent
 from maskbnn.pipeline.finn.fabric import to_markdown as fabric_markdown
 
@@ -136,11 +137,7 @@ def plot(est: dict, path: Path) -> Path:
 
 def write_estimates(est: dict, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out_dir / "estimates.json",
-        "md": out_dir / "estimates.md",
-        "png": out_dir / "estimates.png",
-    }
+    paths = {suffix: BuildDir(out_dir).estimates(suffix) for suffix in ("json", "md", "png")}
     paths["json"].write_text(json.dumps(est, indent=2) + "\n")
     paths["md"].write_text(to_markdown(est))
     plot(est, paths["png"])
@@ -177,12 +174,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build (FINN steps up to the estimate reports) what is missing, then tabulate."""
-    from maskbnn.pipeline.finn.build import build_dir, latest_export, run_build
+    from maskbnn.pipeline.finn.build import latest_export, run_build
 
     rows = []
     for net in args.nets:
         for board in args.boards:
-            path = build_dir(net, board) / "estimates.json"
+            path = BuildDir.of(net, board).estimates("json")
             export = latest_export(net)
             if args.rebuild or not path.is_file() or path.stat().st_mtime < export.stat().st_mtime:
                 print(f"== building {net} for {board}", flush=True)

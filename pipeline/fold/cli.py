@@ -13,8 +13,7 @@ from pathlib import Path
 
 from maskbnn.config import BOARDS, load_network_config
 from maskbnn.errors import UserError
-from maskbnn.paths import BUILD_CONFIGS, BUILD_DIR
-from maskbnn.pipeline.export.qonnx_export import rel
+from maskbnn.paths import BUILD_CONFIGS, BUILD_DIR, rel
 from maskbnn.pipeline.fold import optimizer as fo
 
 RECORDS = "folding_records.json"

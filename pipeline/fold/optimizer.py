@@ -38,6 +38,7 @@ from pathlib import Path
 from maskbnn.config import BOARDS
 from maskbnn.errors import UserError
 from maskbnn.paths import BUILD_DIR
+from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
 from maskbnn.pipeline.finn.fabric import DEVICES, RESOURCES, SHELL, fabric
 from maskbnn.pipeline.finn.hwgraph import base_op
@@ -643,9 +644,7 @@ def hardware_graph(net: str, board: str, rebuild: bool = False) -> Path:
     """The specialised (unfolded) hardware graph of `net`: the build's own intermediate model when
     it exists, else FINN's steps up to specialize_layers run on an export (the shipped weights, or
     random ones: folding and resources do not depend on weight values)."""
-    from maskbnn.pipeline.finn.build import build_dir
-
-    built = build_dir(net, board) / "intermediate_models" / "specialize_layers.onnx"
+    built = BuildDir.of(net, board).intermediate_model("specialize_layers")
     if built.is_file() and not rebuild:
         return built
     out = BUILD_DIR / "fold" / net / board

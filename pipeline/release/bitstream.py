@@ -43,8 +43,8 @@ import numpy as np
 
 from maskbnn.config import BOARDS, load_network_config
 from maskbnn.errors import MissingToolError, UserError
-from maskbnn.paths import REPO_ROOT
-from maskbnn.pipeline.export.qonnx_export import rel
+from maskbnn.paths import REPO_ROOT, rel
+from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.finn import env as finn_env
 from maskbnn.pipeline.release.atomic import staged_folder
 from maskbnn.pipeline.release.synthesis_report import (
@@ -450,7 +450,7 @@ def check_manifest(folder: Path) -> list[str]:
 
 def verified_build(net: str, board: str, build: Path) -> tuple[dict, dict]:
     """build.json and a passed verification.json newer than the hardware graph, or UserError."""
-    info, ver = build / "build.json", build / "verification.json"
+    info, ver = BuildDir(build).summary, BuildDir(build).verification_json
     if not info.is_file():
         raise UserError(f"no build in {rel(build)}: run `make build NET={net} BOARD={board}`")
     summary = json.loads(info.read_text())
@@ -469,8 +469,8 @@ def verified_build(net: str, board: str, build: Path) -> tuple[dict, dict]:
 
 def codegen_model(net: str, board: str, build: Path) -> Path:
     """The code-generated graph of a build (with DWCs and FIFOs), generated if missing/stale."""
-    path = build / "bitstream" / "hw_codegen.onnx"
-    hw_model = build / "hw_model.onnx"
+    path = BuildDir(build).bitstream / "hw_codegen.onnx"
+    hw_model = BuildDir(build).hw_model
     if not hw_model.is_file():
         raise UserError(f"no hardware graph in {rel(build)}: run `make build NET={net}` first")
     if path.is_file() and path.stat().st_mtime >= hw_model.stat().st_mtime:
@@ -488,13 +488,13 @@ def generate_sources(net: str, board: str, build: Path, tools: dict[str, bool]) 
     run survives to be mistaken for this one's); returns (dataflow graph, steps, times,
     sources). The graph saved as hw_codegen.onnx is the stitched dataflow graph, not the
     partition graph ZynqBuild returns."""
-    out = build / "bitstream"
+    out = BuildDir(build).bitstream
     for name in RUN_OUTPUTS:
         shutil.rmtree(out / name, ignore_errors=True)
     (out / "next_slower_folding.json").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     cfg = hardware_config(net, board, out)
-    model, done, times = run_hardware_steps(net, build / "hw_model.onnx", cfg, out, tools)
+    model, done, times = run_hardware_steps(net, BuildDir(build).hw_model, cfg, out, tools)
     model.save(str(out / "hw_codegen.onnx"))
     sources = sources_report(model)
     (out / "sources.json").write_text(json.dumps(sources, indent=2) + "\n")
@@ -513,14 +513,12 @@ def run_bitstream(
     everything that could be made) when Vivado or Vitis HLS is absent, UserError when the
     design misses timing or does not fit; the release folder is replaced only by a whole,
     passing release."""
-    from maskbnn.pipeline.finn.build import build_dir
-
     t_all = time.perf_counter()
     cfg = load_network_config(net)
     board = board or cfg.build.board
     if board not in BOARDS:
         raise UserError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
-    build = Path(build) if build else build_dir(net, board)
+    build = BuildDir.at(build, net, board).root
     summary, verification = verified_build(net, board, build)
     tools = tool_status()
     complete = all(tools.values())
@@ -533,7 +531,7 @@ def run_bitstream(
         _link_board_files(board, board_files)
 
     model, done, times, sources = generate_sources(net, board, build, tools)
-    out = build / "bitstream"
+    out = BuildDir(build).bitstream
     estimates = json.loads((build / summary["estimates"]["json"]).read_text())
     dest = Path(release) if release else bitstream_dir(net, board)
     synthesis = None
@@ -559,7 +557,7 @@ def check_synthesis(
 ) -> dict:
     """Post-synthesis figures of a finished bitfile build, or UserError when it misses timing
     (worst negative slack, clock, the next slower folding to try)."""
-    out = build / "bitstream"
+    out = BuildDir(build).bitstream
     report = out / "report" / "post_route_timing.rpt"
     wns = timing_slack(report)
     if wns is None:
@@ -620,7 +618,7 @@ def fill_release(dest: Path, c: dict) -> dict:
     from maskbnn.pipeline.release.deploy import settings_from_finn_driver, settings_from_hw_model
 
     build, summary, cfg, net, board = c["build"], c["summary"], c["cfg"], c["net"], c["board"]
-    out = build / "bitstream"
+    out = BuildDir(build).bitstream
     complete = c["synthesis"] is not None
     dest.mkdir(parents=True, exist_ok=True)
     artifacts: dict = {"bitstream": None, "hwh": None}
@@ -687,9 +685,9 @@ def fill_release(dest: Path, c: dict) -> dict:
             "passed": verification.get("passed"),
             "images": verification.get("images"),
             "stages": len(verification.get("stages", [])),
-            "report": rel(build / "verification.json"),
+            "report": rel(BuildDir(build).verification_json),
         },
-        "rtlsim_verilator": _rtlsim_summary(build / "rtlsim" / "rtlsim.json"),
+        "rtlsim_verilator": _rtlsim_summary(BuildDir(build).rtlsim_json),
         "sources": {
             "hls_layers": c["sources"]["hls"],
             "rtl_layers": c["sources"]["rtl"],

@@ -33,6 +33,7 @@ import numpy as np
 from maskbnn.config import load_network_config
 from maskbnn.errors import UserError, VerificationError
 from maskbnn.paths import BUILD_DIR, REPO_ROOT, SAMPLE_DIR
+from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.data.maskedface import (
     CLASSES,
     IMAGE_EXTENSIONS,
@@ -567,8 +568,9 @@ def run(args: argparse.Namespace) -> int:
     from maskbnn.config import load_network_config
 
     load_network_config(args.net)  # an unknown name is named before any advice to build it
-    build = args.build_dir or BUILD_DIR / args.net / args.board
-    hw_model = args.hw_model or build / "hw_model.onnx"
+    bd = BuildDir.at(args.build_dir, args.net, args.board)
+    build = bd.root
+    hw_model = args.hw_model or bd.hw_model
     if args.finn_settings is None and not hw_model.is_file():
         raise UserError(
             f"no hardware graph at {hw_model}: run `make build NET={args.net} BOARD={args.board}` "
@@ -581,7 +583,7 @@ def run(args: argparse.Namespace) -> int:
         release_artifacts(release, hw_model, args.net, args.board) if hw_model.is_file() else None
     )
     bitstream, finn_settings, clock = found if found else (None, args.finn_settings, None)
-    program = args.program or build / "program.npz"
+    program = args.program or bd.program
     if not program.is_file() and hw_model.is_file():
         from maskbnn.pipeline.finn.hwgraph import export_program
 

@@ -38,6 +38,7 @@ from maskbnn.config import BOARDS
 from maskbnn.errors import MissingToolError, UserError, VerificationError
 from maskbnn.outputs import folder_lock
 from maskbnn.paths import BUILD_DIR, rel
+from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
 from maskbnn.report import md_table
 from maskbnn_board.datatypes import IntType, parse_datatype
@@ -684,21 +685,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from maskbnn.config import load_network_config
-    from maskbnn.pipeline.finn.build import build_dir
     from maskbnn.pipeline.release.bitstream import codegen_model
     from maskbnn.pipeline.verify.chain import load_images
 
     cfg = load_network_config(args.net)  # an unknown name is named before any advice to build it
     board = args.board or cfg.build.board
     require_verilator()
-    build = args.build or build_dir(args.net, board)
+    bd = BuildDir.at(args.build, args.net, board)
+    build = bd.root
     with folder_lock(build, f"maskbnn rtlsim --net {args.net} --board {board}", create=False):
         model_path = codegen_model(args.net, board, build)
         x, names, _ = load_images(args.net, args.images, args.data)
-        r = simulate_network(model_path, x, build / "rtlsim", names)
+        r = simulate_network(model_path, x, bd.rtlsim, names)
     skipped = ", ".join(r["not_simulated"])
     print(f"Verilator simulation PASSED: {r['simulated']} RTL layers bit-exact on {r['frames']} "
           f"images ({r['seconds']} s)"
           f"{f'; not simulated (reasons in the report): {skipped}' if skipped else ''}"
-          f"; report {rel(build / 'rtlsim' / 'rtlsim.md')}")  # fmt: skip
+          f"; report {rel(bd.rtlsim / 'rtlsim.md')}")  # fmt: skip
     return 0

@@ -31,6 +31,7 @@ from maskbnn.config import BOARDS
 from maskbnn.errors import UserError, VerificationError
 from maskbnn.outputs import folder_lock, remove, write_atomic, write_json
 from maskbnn.paths import REPO_ROOT, rel
+from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.export.qonnx_export import weights_hash
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
 from maskbnn.pipeline.verify.stages import (
@@ -111,17 +112,16 @@ def verify(
 ) -> dict:
     """Run the chain on a finished build; writes the reports and raises on any mismatch."""
     from maskbnn.config import load_network_config
-    from maskbnn.pipeline.finn.build import build_dir
 
     t_all = time.perf_counter()
     cfg = load_network_config(net)
     board = board or cfg.build.board
     if board not in BOARDS:
         raise UserError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
-    out = Path(build) if build else build_dir(net, board)
+    out = BuildDir.at(build, net, board).root
     # A build running on this folder finishes first; Make's stamp goes until this one passes.
     with folder_lock(out, f"maskbnn verify --net {net} --board {board}", create=False):
-        remove(out / "verified.stamp")
+        remove(BuildDir(out).verified_stamp)
         return _verify(cfg, board, out, t_all, checkpoint, n_images, finn_images, data, split,
                        streamlined_images)  # fmt: skip
 
@@ -158,7 +158,8 @@ def _verify(cfg, board: str, out: Path, t_all: float, checkpoint, n_images, finn
     from maskbnn.pipeline.finn.hwgraph import HardwareProgram, read_program
 
     net = cfg.name
-    summary_path = out / "build.json"
+    bd = BuildDir(out)
+    summary_path = bd.summary
     if not summary_path.is_file():
         raise UserError(f"no build in {out}: run `maskbnn build --net {net} --board {board}` first")
     summary = json.loads(summary_path.read_text())
@@ -174,12 +175,12 @@ def _verify(cfg, board: str, out: Path, t_all: float, checkpoint, n_images, finn
 
     topk_onnx = REPO_ROOT / summary["input"]  # absolute paths stay absolute under `/`
     log.restart()
-    _onnx_stages(log, topk_onnx, out / "intermediate_models", x, names, ref)
+    _onnx_stages(log, topk_onnx, bd.intermediate, x, names, ref)
     # streamlined: TopK's input is the last XNOR popcount itself. FINN executes this graph
     # image by image (0.1-0.5 s each), so a config may limit it to a subset plus the worst cases.
     n_s = streamlined_images or cfg.build.verify.streamlined_images or len(x_real)
     ss = _with_worst_cases(min(n_s, len(x_real)), len(x_real), len(x_worst))
-    _streamlined_stages(log, out / "intermediate_models" / "streamline.onnx", x, names, ref, ss)
+    _streamlined_stages(log, bd.intermediate_model("streamline"), x, names, ref, ss)
 
     # hardware graph: the program is read again from the ONNX, so a stale program cannot pass
     hw_model = out / summary["hw_model"]
@@ -213,8 +214,8 @@ def _verify(cfg, board: str, out: Path, t_all: float, checkpoint, n_images, finn
         "stages": [s.__dict__ for s in stages],
         "seconds": round(time.perf_counter() - t_all, 1),
     }
-    write_atomic(out / "verification.md", to_markdown(report))
-    write_json(out / "verification.json", report, default=_json)
+    write_atomic(bd.verification_md, to_markdown(report))
+    write_json(bd.verification_json, report, default=_json)
     if not passed:
         failed = [s for s in stages if not s.passed]
         s = failed[0]
