@@ -28,6 +28,7 @@ from maskbnn.paths import BUILD_CONFIGS, rel
 from maskbnn.pipeline.builddir import BuildDir, export_index
 from maskbnn.pipeline.builddir import export_dir as default_export_dir
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
+from maskbnn.pipeline.finn.steps import run_finn_steps
 
 
 def finn_config(cfg: NetworkConfig, board: str, out: Path):
@@ -137,20 +138,10 @@ def _run_steps(cfg, net: str, onnx_path: Path, board: str, out: Path, finn_minim
     bd.intermediate.mkdir(parents=True, exist_ok=True)
     bd.report.mkdir(parents=True, exist_ok=True)
     fcfg = finn_config(cfg, board, out)
-    model = ModelWrapper(str(onnx_path))
-    times: dict[str, float] = {}
     t_all = time.perf_counter()
-    for name, fn in steps(finn_minimize):
-        t0 = time.perf_counter()
-        try:
-            model = fn(model, fcfg)
-        except UserError:
-            raise
-        except Exception as err:
-            raise RuntimeError(f"build step {name} failed for {net}: {err}") from err
-        model.save(str(bd.intermediate_model(name)))
-        times[name] = round(time.perf_counter() - t0, 3)
-        print(f"  {name:30s} {times[name]:7.2f} s", flush=True)
+    model, times = run_finn_steps(
+        ModelWrapper(str(onnx_path)), fcfg, steps(finn_minimize), save_dir=bd.intermediate
+    )
     hw_model = bd.hw_model
     model.save(str(hw_model))
     export_program(hw_model, bd.program)

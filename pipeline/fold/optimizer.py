@@ -42,6 +42,7 @@ from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
 from maskbnn.pipeline.finn.fabric import DEVICES, RESOURCES, SHELL, fabric
 from maskbnn.pipeline.finn.hwgraph import base_op
+from maskbnn.pipeline.finn.steps import run_finn_steps
 from maskbnn.pipeline.fold import calibration
 from maskbnn.pipeline.fold.folding import attr_total, divisors
 
@@ -684,11 +685,9 @@ def _run_steps_to_specialize(net: str, board: str, out: Path) -> None:
         generate_outputs=[DataflowOutputType.ESTIMATE_REPORTS],
         verify_steps=[],
     )
-    m = ModelWrapper(str(exported.topk))
-    for name, fn in steps():
-        m = fn(m, fcfg)
-        if name == "specialize_layers":
-            break
+    m, _ = run_finn_steps(
+        ModelWrapper(str(exported.topk)), fcfg, steps(), stop="specialize_layers", log=False
+    )
     out.mkdir(parents=True, exist_ok=True)
     m.save(str(out / "specialize_layers.onnx"))
 
@@ -726,9 +725,6 @@ def finn_estimates(graph: Path, folding: Path, board: str, clock_ns: float, out:
         generate_outputs=[DataflowOutputType.ESTIMATE_REPORTS],
         verify_steps=[],
     )
-    model = load_graph(graph)
-    names = [n for n, _ in steps()]
-    for _, fn in steps()[names.index("validate_folding") :]:
-        model = fn(model, fcfg)
+    model, _ = run_finn_steps(load_graph(graph), fcfg, steps(), start="validate_folding", log=False)
     model.save(str(out / "hw_model.onnx"))
     return collect(out / "report", out / "hw_model.onnx", clock_ns, board, "")

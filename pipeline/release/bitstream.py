@@ -46,6 +46,7 @@ from maskbnn.errors import MissingToolError, UserError
 from maskbnn.paths import REPO_ROOT, rel
 from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.finn import env as finn_env
+from maskbnn.pipeline.finn.steps import run_finn_steps
 from maskbnn.pipeline.release.atomic import staged_folder
 from maskbnn.pipeline.release.synthesis_report import (
     next_slower_folding,
@@ -286,43 +287,39 @@ def run_hardware_steps(net: str, hw_model: Path, cfg, out: Path, tools: dict[str
     inter = out / "intermediate_models"
     inter.mkdir(parents=True, exist_ok=True)
     model = ModelWrapper(str(hw_model))
-    done: list[str] = []
-    times: dict[str, float] = {}
 
-    def step(name: str, fn) -> None:
-        nonlocal model
-        t0 = time.perf_counter()
-        try:
-            model = fn(model, cfg)
-        except (UserError, MissingToolError):
-            raise
-        except Exception as err:
-            if name == "synthesize_bitfile" and (placed := placement_error(out, net, cfg.board)):
-                raise placed from err
-            raise RuntimeError(f"FINN step {name} failed: {err}") from err
-        model.save(str(inter / f"{name}.onnx"))
-        times[name] = round(time.perf_counter() - t0, 2)
-        done.append(name)
-        print(f"  {name:30s} {times[name]:8.2f} s", flush=True)
+    def placed(name: str, err: Exception) -> Exception | None:
+        return placement_error(out, net, cfg.board) if name == "synthesize_bitfile" else None
 
+    full = tools["vitis_hls"] and tools["vivado"]
+    steps = [("hw_codegen", S.step_hw_codegen)]
+    if full:
+        steps += [
+            ("hw_ipgen", S.step_hw_ipgen),
+            ("set_fifo_depths", S.step_set_fifo_depths),
+            ("create_stitched_ip", S.step_create_stitched_ip),
+            ("prepare_synthesis", S.step_prepare_synthesis),
+            ("synthesize_bitfile", S.step_synthesize_bitfile),
+            ("make_driver", S.step_make_driver),
+        ]
+    else:
+        # hw_ipgen and FIFO sizing cannot run: insert the DWCs and FIFOs as FINN would and
+        # generate their RTL, so every layer of the final graph has its sources here
+        steps += [
+            ("insert_dwc_fifo_unsized", insert_minimal_fifos),
+            ("hw_codegen_dwc_fifo", S.step_hw_codegen),
+        ]
+    run = dict(cfg=cfg, steps=steps, save_dir=inter, on_error=placed)
     with finn_scratch(out / "finn"):
-        step("hw_codegen", S.step_hw_codegen)
-        if tools["vitis_hls"] and tools["vivado"]:
-            step("hw_ipgen", S.step_hw_ipgen)
-            step("set_fifo_depths", S.step_set_fifo_depths)
-            step("create_stitched_ip", S.step_create_stitched_ip)
-            # the dataflow graph as stitched; ZynqBuild returns a graph of partitions around it
-            dataflow = model
-            step("prepare_synthesis", S.step_prepare_synthesis)
-            step("synthesize_bitfile", S.step_synthesize_bitfile)
-            step("make_driver", S.step_make_driver)
-            model = dataflow
-        else:
-            # hw_ipgen and FIFO sizing cannot run: insert the DWCs and FIFOs as FINN would and
-            # generate their RTL, so every layer of the final graph has its sources here
-            step("insert_dwc_fifo_unsized", insert_minimal_fifos)
-            step("hw_codegen_dwc_fifo", S.step_hw_codegen)
-    return model, done, times
+        if not full:
+            model, times = run_finn_steps(model, **run)
+            return model, list(times), times
+        model, times = run_finn_steps(model, stop="create_stitched_ip", **run)
+        # the dataflow graph as stitched; ZynqBuild returns a graph of partitions around it
+        dataflow = model
+        _, more = run_finn_steps(model, start="prepare_synthesis", **run)
+    times |= more
+    return dataflow, list(times), times
 
 
 # --- sources -----------------------------------------------------------------------------------
