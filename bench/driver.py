@@ -98,7 +98,7 @@ def _finn_elementwise_fn(fdp, DataType, x, in_folded, y_packed, odt_name, ofolde
 
 def bench(batches=(1, 100, 1000), repeats: int = 5, elementwise_images: int = 20) -> dict:
     """Images/s of pack+unpack for our driver and FINN's functions; checks equal results first."""
-    from maskbnn.pipeline.release.deploy import _finn_environment
+    from maskbnn.pipeline.release.settings import _finn_environment
 
     _finn_environment()
     from finn.util import data_packing as fdp

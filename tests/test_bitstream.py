@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from maskbnn.errors import MissingToolError
+from maskbnn.pipeline.finn import hardware as H
 from maskbnn.pipeline.release import bitstream as B
 
 NET = "mask_1w1a_0.25"
@@ -177,7 +178,7 @@ def test_fifo_sizing_simulates_only_with_the_simulator_library(tmp_path: Path, m
 
     vivado = tmp_path / "Vivado" / "2024.2"
     monkeypatch.setenv("XILINX_VIVADO", str(vivado))
-    cfg = B.hardware_config(NET, BOARD, tmp_path / "out")
+    cfg = H.hardware_config(NET, BOARD, tmp_path / "out")
     assert (
         cfg.auto_fifo_depths and cfg.auto_fifo_strategy == AutoFIFOSizingMethod.FORCE_MINIMAL_FIFOS
     )
@@ -186,8 +187,8 @@ def test_fifo_sizing_simulates_only_with_the_simulator_library(tmp_path: Path, m
     kernel = vivado / "lib" / "lnx64.o" / "libxv_simulator_kernel.so"
     kernel.parent.mkdir(parents=True)
     kernel.write_bytes(b"")
-    assert B.fifo_sizing()["strategy"] == "distributed_sim"
-    cfg = B.hardware_config(NET, BOARD, tmp_path / "out")
+    assert H.fifo_sizing()["strategy"] == "distributed_sim"
+    cfg = H.hardware_config(NET, BOARD, tmp_path / "out")
     assert cfg.auto_fifo_strategy == AutoFIFOSizingMethod.DISTRIBUTED_SIMULATION
 
 

@@ -174,9 +174,9 @@ def test_executor_runs_a_residual_graph(tmp_path):
 def test_resnet20_finn_passes_the_golden_chain_and_verilator(tmp_path):
     from maskbnn.pipeline.export.qonnx_export import export_checkpoint, load_model
     from maskbnn.pipeline.finn.build import run_build
+    from maskbnn.pipeline.finn.hardware import codegen_model
     from maskbnn.pipeline.finn.hwgraph import load_dataflow_model, read_program, run_mvau
     from maskbnn.pipeline.fold.folding import folding_problems
-    from maskbnn.pipeline.release.bitstream import codegen_model
     from maskbnn.pipeline.rtlsim.verilator import simulate_network
     from maskbnn.pipeline.verify.chain import load_images, verify
     from maskbnn.pipeline.verify.stages import brevitas_outputs

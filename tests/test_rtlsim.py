@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def codegen_025(built_025):
-    from maskbnn.pipeline.release.bitstream import codegen_model
+    from maskbnn.pipeline.finn.hardware import codegen_model
 
     return codegen_model("mask_1w1a_0.25", "Pynq-Z1", built_025["dir"])
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from torch import nn
 from maskbnn.errors import UserError
 from maskbnn.outputs import remove, write_json
 from maskbnn.paths import rel
-from maskbnn.pipeline.builddir import export_dir, export_index
+from maskbnn.pipeline.builddir import BuildDir, export_dir, export_index
 
 LAYOUTS = ("NHWC", "NCHW")
 
@@ -184,3 +185,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"exported {rel(res.logits)}")
     print(f"weights {res.weights_hash}, {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def build_weights_hash(build: Path) -> str | None:
+    """The weights hash of the export a build was made from (``<net>_<hash>.onnx``)."""
+    info = BuildDir(Path(build)).summary
+    if not info.is_file():
+        return None
+    stem = Path(json.loads(info.read_text()).get("input", "")).stem
+    return stem.rsplit("_", 1)[-1] if "_" in stem else None

@@ -57,7 +57,7 @@ def inserted_parts(model, board: str, part: str) -> dict[str, dict]:
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
     from finn.util.basic import pynq_native_port_width
 
-    from maskbnn.pipeline.release.bitstream import insert_minimal_fifos
+    from maskbnn.pipeline.finn.hardware import insert_minimal_fifos
 
     class _Part:  # the one DataflowBuildConfig method insert_minimal_fifos calls
         def _resolve_fpga_part(self) -> str:

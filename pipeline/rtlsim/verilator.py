@@ -685,7 +685,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from maskbnn.config import load_network_config
-    from maskbnn.pipeline.release.bitstream import codegen_model
+    from maskbnn.pipeline.finn.hardware import codegen_model
     from maskbnn.pipeline.verify.chain import load_images
 
     cfg = load_network_config(args.net)  # an unknown name is named before any advice to build it
