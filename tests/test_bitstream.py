@@ -138,9 +138,10 @@ def test_board_files_found_as_vivado_matches_them(tmp_path: Path, board: str):
 
 def test_unverified_build_is_refused(tmp_path: Path):
     from maskbnn.errors import UserError
+    from maskbnn.pipeline.verify.gate import verified_build
 
     with pytest.raises(UserError, match="make build"):
-        B.verified_build(NET, BOARD, tmp_path)
+        verified_build(NET, BOARD, tmp_path)
 
 
 def test_xilinx_libraries_are_on_the_loader_path_from_process_start(tmp_path: Path):

@@ -33,6 +33,8 @@ def test_bitfile_of_another_hardware_graph_is_refused(tmp_path: Path, capsys):
     build = tmp_path / "build"
     build.mkdir()
     (build / "hw_model.onnx").write_bytes(b"this build's graph")
+    (build / "build.json").write_text('{"hw_model": "hw_model.onnx"}')
+    (build / "verification.json").write_text('{"passed": true}')
     (build / "stale.bit").write_bytes(b"an old bitfile left in the build folder")
     release = fake_release(tmp_path / "release", "0" * 64)
     code = maskbnn_main(["deploy", "--net", NET, "--build-dir", str(build), "--release",
@@ -104,3 +106,22 @@ def test_killed_writer_leaves_the_previous_output(tmp_path: Path):
     assert proc.returncode == -signal.SIGKILL
     assert [p.name for p in (tmp_path / "pkg").iterdir()] == ["old.txt"]
     assert (tmp_path / "pkg.tar.gz").read_bytes() == b"previous archive"
+
+
+@pytest.mark.slow
+def test_deploy_stops_on_a_missing_or_failed_verification(built_025, tmp_path: Path, capsys):
+    """Like `maskbnn bitstream`, `maskbnn deploy` ships only a build whose graph passed verify."""
+    import shutil
+
+    build = tmp_path / "build"
+    shutil.copytree(built_025["dir"], build)
+    argv = ["deploy", "--net", NET, "--build-dir", str(build), "--out", str(tmp_path / "o")]
+    (build / "verification.json").unlink(missing_ok=True)
+    code = maskbnn_main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "is not verified" in err and "make verify" in err, err
+    (build / "verification.json").write_text(json.dumps({"passed": False}))
+    code = maskbnn_main(argv)
+    err = capsys.readouterr().err
+    assert code == 3 and "reports a failed verification" in err, err
+    assert not (tmp_path / "o").exists()

@@ -52,6 +52,7 @@ from maskbnn.pipeline.release.synthesis_report import (
     timing_slack,
     versus_estimate,
 )
+from maskbnn.pipeline.verify.gate import verified_build
 from maskbnn_board.deployment import sha256_of
 
 BITSTREAMS_DIR = REPO_ROOT / "bitstreams"
@@ -258,25 +259,6 @@ def check_manifest(folder: Path) -> list[str]:
 
 
 # --- the step ----------------------------------------------------------------------------------
-
-
-def verified_build(net: str, board: str, build: Path) -> tuple[dict, dict]:
-    """build.json and a passed verification.json newer than the hardware graph, or UserError."""
-    info, ver = BuildDir(build).summary, BuildDir(build).verification_json
-    if not info.is_file():
-        raise UserError(f"no build in {rel(build)}: run `make build NET={net} BOARD={board}`")
-    summary = json.loads(info.read_text())
-    hw_model = build / summary["hw_model"]
-    if not ver.is_file():
-        raise UserError(f"{rel(build)} is not verified: run `make verify NET={net} BOARD={board}`")
-    report = json.loads(ver.read_text())
-    if not report.get("passed"):
-        raise UserError(f"{rel(ver)} reports a failed verification: no bitstream from it")
-    if ver.stat().st_mtime < hw_model.stat().st_mtime:
-        raise UserError(
-            f"{rel(ver)} is older than {rel(hw_model)}: run `make verify NET={net} BOARD={board}`"
-        )
-    return summary, report
 
 
 def run_bitstream(

@@ -43,6 +43,7 @@ from maskbnn.pipeline.data.maskedface import (
 from maskbnn.pipeline.export.qonnx_export import build_weights_hash
 from maskbnn.pipeline.release.atomic import staged_file, staged_folder
 from maskbnn.pipeline.release.settings import settings_from_finn_driver, settings_from_hw_model
+from maskbnn.pipeline.verify.gate import verified_build
 from maskbnn_board.deployment import FORMAT, sha256_of
 
 DRIVER_DIR = REPO_ROOT / "driver"
@@ -171,14 +172,6 @@ def add_notebook(out: Path) -> Path:
     dest = out / NOTEBOOK.name
     shutil.copyfile(NOTEBOOK, dest)
     return dest
-
-
-def find_one(folder: Path, patterns: tuple[str, ...]) -> Path | None:
-    for pat in patterns:
-        hits = sorted(folder.rglob(pat)) if folder.is_dir() else []
-        if hits:
-            return hits[0]
-    return None
 
 
 BOARD_README = """# {net} on {board}: maskbnn board package
@@ -486,6 +479,8 @@ def run(args: argparse.Namespace) -> int:
             f"no hardware graph at {hw_model}: run `make build NET={args.net} BOARD={args.board}` "
             f"(and `make verify NET={args.net} BOARD={args.board}`) first"
         )
+    if args.finn_settings is None:
+        verified_build(args.net, args.board, build)
     from maskbnn.pipeline.release.bitstream import bitstream_dir
 
     release = args.release or bitstream_dir(args.net, args.board)
@@ -510,7 +505,7 @@ def run(args: argparse.Namespace) -> int:
         n_samples=args.samples,
         clock_mhz=args.clock_mhz or clock,
         checkpoint=args.checkpoint,
-        verification=find_one(build, ("verification*.json", "verify*.json")),
+        verification=bd.verification_json,
         weights_hash=build_weights_hash(build),
     )
     print(json.dumps(manifest["checks"], indent=2))
