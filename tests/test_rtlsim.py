@@ -3,9 +3,12 @@ Python execution on streams from real images; simulated cycles next to FINN's es
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
+from maskbnn.paths import REPO_ROOT
 from maskbnn.pipeline.rtlsim import verilator as R
 
 pytestmark = pytest.mark.skipif(
@@ -65,6 +68,29 @@ def test_a_wrong_expectation_is_caught(codegen_025, images, tmp_path):
     res = R.simulate_layer(node, getCustomOp(node), [ctx[0][node.input[0]]], expected,
                            tmp_path / "layer", R.require_verilator())  # fmt: skip
     assert not res.passed and res.mismatches == 1 and res.first[0]["positions"] == [5]
+
+
+@pytest.mark.slow
+def test_a_layer_whose_build_fails_is_not_passed(codegen_025, images, tmp_path, monkeypatch):
+    """A known tool limit (Verilator cannot build this layer) leaves it out of the simulation,
+    listed and not passed: it is never counted as a bit-exact layer."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    x, _ = images
+    model = ModelWrapper(str(codegen_025))
+    node = next(n for n in model.graph.node if n.op_type == "StreamingFIFO_rtl")
+    ctx = R.generic_trace(model, x[:1])
+    expected = np.stack([c[node.output[0]] for c in ctx])
+    broken = REPO_ROOT / "tests" / "doubles" / "broken-verilator"
+    monkeypatch.setenv("PATH", f"{broken}:{os.environ['PATH']}")
+    R._verilator_include.cache_clear()
+    try:
+        res = R.simulate_layer(node, getCustomOp(node), [ctx[0][node.input[0]]], expected,
+                               tmp_path / "layer", "broken", cache=tmp_path / "cache")  # fmt: skip
+    finally:
+        R._verilator_include.cache_clear()
+    assert not res.simulated and not res.passed and res.note.startswith("not simulated")
 
 
 def test_layer_name_rename_is_exact():
