@@ -144,15 +144,17 @@ bitstream: verify
 	$(MASKBNN) bitstream --net $(NET) --board $(BOARD) --checkpoint $(CKPT) \
 	  $(if $(BOARD_FILES),--board-files $(BOARD_FILES))
 
-FOLD_NETS := mask_1w1a mask_1w1a_0.5 mask_1w1a_0.25 cnv_1w1a
+# the folding comparison's networks: build_configs/tables/folding.yaml
+FOLD_NETS = $(PY) -c 'from maskbnn.config import load_folding_table as t; print(*t().networks)'
 fold: setup
 	$(MASKBNN) fold --net $(NET) --board $(BOARD)
 
 fold-all: setup
-	for n in $(FOLD_NETS); do for b in Pynq-Z1 Pynq-Z2; do $(MASKBNN) fold --net $$n --board $$b || exit 1; done; done
+	nets=$$($(FOLD_NETS)) || exit 2; \
+	for n in $$nets; do for b in Pynq-Z1 Pynq-Z2; do $(MASKBNN) fold --net $$n --board $$b || exit 1; done; done
 
 fold-report: setup
-	$(MASKBNN) fold-report --nets $(FOLD_NETS) --boards $(BOARD)
+	$(MASKBNN) fold-report --boards $(BOARD)
 
 ops: setup
 	$(MASKBNN) ops --all --reference --json $(BUILD)/ops/ops.json --markdown $(BUILD)/ops/ops.md

@@ -124,6 +124,37 @@ class NetworkConfig:
     path: Path | None = None
 
 
+@dataclass(frozen=True, config=STRICT)
+class PublishedFolding:
+    PE: list[PositiveInt]
+    SIMD: list[PositiveInt]
+
+
+@dataclass(frozen=True, config=STRICT)
+class FoldingTable:
+    """build_configs/tables/folding.yaml: what `maskbnn fold-report` and `make fold-all` compare."""
+
+    networks: list[StrictStr]
+    target_fps: dict[StrictStr, PositiveInt]
+    published: dict[StrictStr, PublishedFolding]
+
+
+FOLDING_TABLE = BUILD_CONFIGS / "tables" / "folding.yaml"
+
+
+def load_folding_table(path: Path = FOLDING_TABLE) -> FoldingTable:
+    """The folding comparison's networks, targets and published foldings; every network named
+    must have a config in build_configs/."""
+    table = parse(FoldingTable, load_yaml(path), str(path))
+    known = set(network_names(Path(path).parent.parent))
+    unknown = sorted({*table.networks, *table.target_fps} - known)
+    if unknown:
+        raise UserError(
+            f"{path}: unknown networks {unknown}; valid names: {', '.join(sorted(known))}"
+        )
+    return table
+
+
 def network_names(folder: Path = BUILD_CONFIGS) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 

@@ -104,3 +104,20 @@ def test_train_flags_go_through_the_typed_recipe(capsys, flags, message):
     assert main(["train", "--net", "mask_1w1a_0.125", "--dry_run", *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_the_folding_table_is_typed_and_names_known_networks(tmp_path):
+    from maskbnn.config import load_folding_table
+
+    table = load_folding_table()
+    assert "mask_1w1a" in table.networks and table.target_fps["mask_1w1a_0.25"] > 0
+    assert all(len(p.PE) == len(p.SIMD) for p in table.published.values())
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "mask_1w1a.yaml").write_text("")
+    bad = tmp_path / "tables" / "folding.yaml"
+    bad.write_text("networks: [mask_1w1a]\ntarget_fps: {mask_1w1a: fast}\npublished: {}\n")
+    with pytest.raises(UserError, match=r"folding\.yaml: target_fps\.mask_1w1a.*'fast'"):
+        load_folding_table(bad)
+    bad.write_text("networks: [mask_1w1a, nope]\ntarget_fps: {}\npublished: {}\n")
+    with pytest.raises(UserError, match=r"unknown networks \['nope'\]"):
+        load_folding_table(bad)

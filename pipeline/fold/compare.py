@@ -14,33 +14,24 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import logging
 import math
 from pathlib import Path
 
-from maskbnn.config import BOARDS
+from maskbnn.config import BOARDS, FoldingTable, load_folding_table
 from maskbnn.paths import BUILD_DIR, REPO_ROOT
 from maskbnn.pipeline.finn.hwgraph import base_op
 from maskbnn.pipeline.fold import calibration
 from maskbnn.pipeline.fold import optimizer as fo
 from maskbnn.pipeline.fold.cli import default_out
 
-NETWORKS = ("mask_1w1a", "mask_1w1a_0.5", "mask_1w1a_0.25", "cnv_1w1a")
-# the default profile's targets (issue 20): FINN estimates, 100 MHz, whole fabric <= 80% LUT
-TARGET_FPS = {"mask_1w1a": 7800, "mask_1w1a_0.5": 24000, "mask_1w1a_0.25": 60000}
-# Published MVAU PE/SIMD in layer order (../shared/notes/finn-offline.md); conv window generators
-# take the largest SIMD their MVAU accepts, as in those designs.
-PUBLISHED = {
-    "finn-examples cnv-w1a1": {
-        "PE": [16, 32, 16, 16, 4, 1, 1, 1, 5],
-        "SIMD": [3, 32, 32, 32, 32, 32, 4, 8, 1],
-    },
-    "BinaryCoP CNV": {
-        "PE": [16, 32, 16, 16, 4, 1, 1, 1, 4],
-        "SIMD": [3, 32, 32, 32, 32, 32, 4, 8, 1],
-    },
-}
+
+@functools.cache
+def _table() -> FoldingTable:
+    """build_configs/tables/folding.yaml: networks, FINN targets, published foldings."""
+    return load_folding_table()
 
 
 def _totals(model, part: str, clock_ns: float) -> dict:
@@ -119,13 +110,13 @@ def published_folding(graph, name: str, units: list[fo.Unit], part: str) -> tupl
     """A folding file from a published PE/SIMD list, or None and why it is illegal here."""
     from qonnx.custom_op.registry import getCustomOp
 
-    spec = PUBLISHED[name]
+    spec = _table().published[name]
     mvaus = [n for n in graph.graph.node if base_op(n.op_type) == "MVAU"]
-    if len(mvaus) != len(spec["PE"]):
-        return None, f"{len(mvaus)} MVAUs here, {len(spec['PE'])} in the published design"
+    if len(mvaus) != len(spec.PE):
+        return None, f"{len(mvaus)} MVAUs here, {len(spec.PE)} in the published design"
     folding: dict = {"Defaults": {}}
     notes = []
-    for i, (node, pe, simd) in enumerate(zip(mvaus, spec["PE"], spec["SIMD"], strict=True)):
+    for i, (node, pe, simd) in enumerate(zip(mvaus, spec.PE, spec.SIMD, strict=True)):
         inst = getCustomOp(node)
         mh, mw = int(inst.get_nodeattr("MH")), int(inst.get_nodeattr("MW"))
         if i == len(mvaus) - 1 and mh % pe:  # the class layer: the published PE is per class
@@ -180,7 +171,7 @@ def compare(net: str, board: str, out: Path) -> dict:
         row["ours"]["fabric_percent"] = est["fabric_percent"]
     row["finn_target_fps"] = finn_target_fps(graph, part, cfg_clock, budget)
     row["published"] = {}
-    for name in PUBLISHED:
+    for name in _table().published:
         folding, note = published_folding(graph, name, units, part)
         if folding is None:
             row["published"][name] = {"legal": False, "why": note}
@@ -198,7 +189,7 @@ def compare(net: str, board: str, out: Path) -> dict:
     front = fo.fully_folded_front(units)
     row["fully_folded"] = [{"LUT": lu, "BRAM_18K": b} for lu, b in sorted({front[-1], front[0]})]
     row["accuracy"] = accuracy(net)
-    row["target_fps"] = TARGET_FPS.get(net)
+    row["target_fps"] = _table().target_fps.get(net)
     return row
 
 
@@ -239,7 +230,7 @@ def to_markdown(rows: list[dict]) -> str:
                   r.get("binding", "")] if o else ["–"] * 6  # fmt: skip
         legal = "" if not f.get("problems") else " (illegal)"
         cells += [f"{f['fps']:,.0f}{legal}", f"{f['LUT']:,}", f"{f['BRAM_18K']}"]
-        for name in PUBLISHED:
+        for name in _table().published:
             p = r["published"][name]
             if p["legal"]:
                 cells += [f"{p['fps']:,.0f}", f"{p['LUT']:,.0f}", f"{p['BRAM_18K']:,.0f}"]
@@ -337,14 +328,16 @@ def pareto_plot(rows: list[dict], path: Path) -> Path:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nets", nargs="+", default=list(NETWORKS))
+    p.add_argument(
+        "--nets", nargs="+", help="default: build_configs/tables/folding.yaml's networks"
+    )
     p.add_argument("--boards", nargs="+", default=["Pynq-Z1"], choices=sorted(BOARDS))
     p.add_argument("--out", type=Path, default=BUILD_DIR / "fold-report")
 
 
 def run(args: argparse.Namespace) -> int:
     rows = []
-    for net in args.nets:
+    for net in args.nets or _table().networks:
         for board in args.boards:
             print(f"== {net} on {board}", flush=True)
             rows.append(compare(net, board, args.out))

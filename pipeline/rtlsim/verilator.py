@@ -665,7 +665,11 @@ def to_markdown(r: dict) -> str:
         ),
     )  # fmt: skip
     if r["not_simulated"]:
-        lines += ["", "Not simulated (Verilator limitations, see pipeline/rtlsim/verilator.py):", ""]
+        lines += [
+            "",
+            "Not simulated (Verilator limitations, see pipeline/rtlsim/verilator.py):",
+            "",
+        ]
         lines += [f"- {name}: {note}" for name, note in r["not_simulated"].items()]
     for L in r["layers"]:
         if L["simulated"] and not L["passed"]:
