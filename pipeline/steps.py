@@ -182,97 +182,71 @@ def _board(ctx: Context) -> int:
 
 NB = ("--net", "{net}", "--board", "{board}")
 STEPS = Registry()
-STEPS.add(
+for _step in (
     Step(
         "data",
         _maskbnn("data", "prepare", "--source", "{source}", "--out", "{out}/data"),
         inputs=("{source}",),
         outputs=("{out}/data/dataset.npz", "{out}/data/manifest.json"),
         make_target="data",
-    )
-)
-STEPS.add(
+    ),
     Step(
         "evaluate",
         _maskbnn(
-            "train",
-            "--evaluate",
-            "--net",
-            "{net}",
-            "--pretrained",
-            "--datadir",
-            "{out}/data",
-            "--eval-split",
-            "test",
-            "--experiments",
-            "{out}/experiments",
-            "--metrics-json",
-            "{out}/metrics.json",
-        ),  # fmt: skip
+            *"train --evaluate --net {net} --pretrained --datadir {out}/data --eval-split test "
+            "--experiments {out}/experiments --metrics-json {out}/metrics.json".split()
+        ),
         inputs=("{out}/data/dataset.npz", "{checkpoint}"),
         outputs=("{out}/metrics.json",),
         make_target="evaluate",
-    )
-)
-STEPS.add(
+    ),
     Step(
         "export",
         _maskbnn("export", "--net", "{net}", "--checkpoint", "{checkpoint}"),
         inputs=("{checkpoint}",),
         outputs=("{export}/export.json",),
         make_target="export",
-    )
-)
-STEPS.add(
+    ),
     Step(
         "build",
         _maskbnn("build", *NB),
         inputs=("{export}/export.json",),
         outputs=("{build}/build.json", "{build}/hw_model.onnx", "{build}/program.npz"),
         make_target="build",
-    )
-)
-STEPS.add(
+    ),
     Step(
         "verify",
         _maskbnn("verify", *NB, "--checkpoint", "{checkpoint}"),
         inputs=("{build}/build.json",),
         outputs=("{build}/verification.json", "{build}/verification.md"),
         make_target="verify",
-    )
-)
-STEPS.add(
+    ),
     Step(
         "rtlsim",
         _maskbnn("rtlsim", *NB),
         inputs=("{build}/hw_model.onnx",),
         outputs=("{build}/rtlsim/rtlsim.json",),
         make_target="rtlsim",
-    )
-)
-STEPS.add(
+    ),
     Step(
         "deploy",
         _maskbnn("deploy", *NB, "--checkpoint", "{checkpoint}", "--out", "{out}/deploy"),
         inputs=("{build}/verification.json",),
         outputs=("{out}/deploy/{net}_{board}", "{out}/deploy/{net}_{board}.tar.gz"),
         make_target="deploy",
-    )
-)
-STEPS.add(
+    ),
     Step(
         "bitstream",
         _maskbnn("bitstream", *NB, "--checkpoint", "{checkpoint}"),
         inputs=("{build}/verification.json",),
         make_target="bitstream",
         accept=frozenset({0, MISSING_TOOL}),  # no Vivado here: stops at its sources, says why
-    )
-)
-STEPS.add(
+    ),
     Step(
         "board",
         _board,
         inputs=("{out}/deploy/{net}_{board}",),
         outputs=("{out}/board/predictions.csv", "{out}/board/summary.json"),
-    )
-)
+    ),
+):
+    STEPS.add(_step)
