@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from maskbnn.config import load_network_config
 from maskbnn.errors import UserError
 from maskbnn.outputs import remove, write_json
 from maskbnn.paths import rel
@@ -73,7 +74,6 @@ def load_model(net: str, checkpoint: Path | None) -> nn.Module:
     config's), so the baked network computes what was trained."""
     import dataclasses
 
-    from maskbnn.config import load_network_config
     from maskbnn.models.brevitas_methods import bake_if_installed
     from maskbnn.models.checkpoint import load_weights, pretrained_path, read_checkpoint
     from maskbnn.models.registry import build_model
@@ -150,7 +150,6 @@ def export_qonnx_files(
 def export_checkpoint(
     net: str, checkpoint: Path | None, out_dir: Path | None = None, layout: str = "NHWC"
 ) -> ExportResult:
-    from maskbnn.config import load_network_config
     from maskbnn.pipeline.verify.deployability import require_deployable
 
     cfg = load_network_config(net)

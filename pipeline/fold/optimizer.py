@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskbnn.config import BOARDS
+from maskbnn.config import BOARDS, load_network_config
 from maskbnn.errors import UserError
 from maskbnn.paths import BUILD_DIR
 from maskbnn.pipeline.builddir import BuildDir
@@ -661,7 +661,6 @@ def _run_steps_to_specialize(net: str, board: str, out: Path) -> None:
     from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from maskbnn.config import load_network_config
     from maskbnn.models.brevitas_methods import bake_if_installed
     from maskbnn.models.checkpoint import load_weights, pretrained_path
     from maskbnn.models.registry import get_network

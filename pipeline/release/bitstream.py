@@ -13,7 +13,7 @@ verify` proved bit-exact):
 Without Vivado/Vitis everything that can run here runs: hw_codegen, and the DWC/FIFO insertion of
 set_fifo_depths (FINN's `force_minimal_fifos` graph, FIFOs unsized) with its codegen, so every
 layer's HLS and RTL sources exist and the RTL ones can be simulated with Verilator
-(rtlsim_verilator.py). The outputs are written to ``build/<net>/<board>/bitstream/`` (sources
+(pipeline/rtlsim/verilator.py). The outputs are written to ``build/<net>/<board>/bitstream/`` (sources
 listing, golden vectors, manifest.json marked incomplete), then the step raises one
 MissingToolError naming the missing tools, the variables looked at and the Docker command.
 

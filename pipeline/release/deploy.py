@@ -468,7 +468,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskbnn.config import load_network_config
 
     load_network_config(args.net)  # an unknown name is named before any advice to build it
     bd = BuildDir.at(args.build_dir, args.net, args.board)

@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import StrictFloat, StrictStr
 from pydantic.dataclasses import dataclass
 
-from maskbnn.config import STRICT, load_yaml, parse
+from maskbnn.config import STRICT, load_network_config, load_yaml, parse
 from maskbnn.paths import BUILD_CONFIGS, BUILD_DIR, REPO_ROOT
 from maskbnn.report import md_table
 
@@ -94,7 +94,6 @@ def finn_estimate(net: str, board: str, out: Path) -> dict:
 
 
 def collect(spec: dict, board: str, out: Path, estimates: bool = True) -> list[dict]:
-    from maskbnn.config import load_network_config
     from maskbnn.pipeline.reports.ops_count import network_ops
     from maskbnn.pipeline.verify.deployability import reasons
 

@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from maskbnn.config import network_names
 from maskbnn.errors import UserError
 from maskbnn.report import md_table
 
@@ -322,7 +323,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def selected_networks(args: argparse.Namespace) -> list[str]:
-    from maskbnn.config import network_names
 
     names = [n.strip() for arg in args.network for n in arg.split(",") if n.strip()]
     if args.all:

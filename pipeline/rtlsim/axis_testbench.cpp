@@ -1,4 +1,4 @@
-// AXI-stream testbench for one FINN RTL layer compiled by Verilator (maskbnn rtlsim_verilator.py).
+// AXI-stream testbench for one FINN RTL layer compiled by Verilator (maskbnn rtlsim: pipeline/rtlsim/verilator.py).
 //
 // The layer is built with `--prefix Vdut`; every FINN layer has the same interface (ap_clk,
 // ap_rst_n, in0_V and out0_V AXI streams), so one testbench serves all of them.

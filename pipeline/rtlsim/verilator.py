@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskbnn.config import BOARDS
+from maskbnn.config import BOARDS, load_network_config
 from maskbnn.errors import MissingToolError, UserError, VerificationError
 from maskbnn.outputs import folder_lock
 from maskbnn.paths import BUILD_DIR, rel
@@ -700,7 +700,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskbnn.config import load_network_config
     from maskbnn.pipeline.finn.hardware import codegen_model
     from maskbnn.pipeline.verify.chain import load_images
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskbnn.config import BOARDS
+from maskbnn.config import BOARDS, load_network_config
 from maskbnn.errors import UserError, VerificationError
 from maskbnn.outputs import folder_lock, remove, write_atomic, write_json
 from maskbnn.paths import REPO_ROOT, rel
@@ -85,7 +85,6 @@ def compare(
 
 
 def load_images(net: str, n: int, data: Path | None = None, split: str | None = None):
-    from maskbnn.config import load_network_config
     from maskbnn.pipeline.data.datasets import load_dataset
 
     cfg = load_network_config(net)
@@ -111,7 +110,6 @@ def verify(
     streamlined_images: int | None = None,
 ) -> dict:
     """Run the chain on a finished build; writes the reports and raises on any mismatch."""
-    from maskbnn.config import load_network_config
 
     t_all = time.perf_counter()
     cfg = load_network_config(net)
