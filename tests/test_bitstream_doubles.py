@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from maskbnn.paths import REPO_ROOT
-from maskbnn_board.deployment import sha256_of
+from maskbnn_board.manifest import sha256_of
 from tests.test_bitstream import write_board_files
 
 NET, BOARD = "mask_1w1a_0.25", "Pynq-Z1"

@@ -11,7 +11,7 @@ import pytest
 
 from maskbnn.cli import main as maskbnn_main
 from maskbnn.pipeline.release import deploy as D
-from maskbnn_board.deployment import sha256_of
+from maskbnn_board.manifest import sha256_of
 
 NET, BOARD = "mask_1w1a_0.25", "Pynq-Z1"
 

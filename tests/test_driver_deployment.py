@@ -14,11 +14,11 @@ from maskbnn.pipeline.release.deploy import (
     GOLDEN_FILES,
     golden_inputs,
     list_sample_images,
-    write_manifest,
 )
 from maskbnn_board.cli import main as board_main
-from maskbnn_board.deployment import Deployment, parse_settings
+from maskbnn_board.deployment import FORMAT, Deployment, parse_settings
 from maskbnn_board.errors import DeploymentError
+from maskbnn_board.manifest import write_manifest
 
 
 def cnv_settings(odt: str = "UINT8", out_normal=(1, 1), out_folded=(1, 1, 1)) -> dict:
@@ -68,6 +68,7 @@ def make_deployment(
         artifacts.update({"bitstream": "accelerator.bit", "hwh": "accelerator.hwh"})
     write_manifest(
         dep,
+        FORMAT,
         {"network": "test", "clock_mhz": 100.0, "artifacts": artifacts, "golden": GOLDEN_FILES},
     )
     return dep

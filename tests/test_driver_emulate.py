@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from maskbnn.paths import SAMPLE_DIR
-from maskbnn.pipeline.release.deploy import deploy, write_manifest
+from maskbnn.pipeline.release.deploy import deploy
 from maskbnn_board.cli import main as board_main
+from maskbnn_board.deployment import FORMAT
+from maskbnn_board.manifest import write_manifest
 
 NET, BOARD = "mask_1w1a_0.25", "Pynq-Z1"
 
@@ -109,7 +111,7 @@ def test_a_wrong_accelerator_is_caught_by_the_golden_vectors(deployment, tmp_pat
     prog.save(dep / "program.npz")
     meta = json.loads((dep / "manifest.json").read_text())
     meta.pop("files"), meta.pop("format")
-    write_manifest(dep, meta)
+    write_manifest(dep, FORMAT, meta)
     code = board_main(["run", "--deploy", str(dep), "--golden", "--backend", "emulate",
                        "--out", str(tmp_path / "r"), "--no-progress"])  # fmt: skip
     err = capsys.readouterr().err

@@ -7,7 +7,6 @@ mixed up with another build's is refused before it reaches the FPGA.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -17,10 +16,10 @@ import numpy as np
 
 from maskbnn_board.datatypes import IntType, parse_datatype
 from maskbnn_board.errors import DeploymentError
+from maskbnn_board.manifest import MANIFEST, file_problems
 from maskbnn_board.packing import packed_bytes
 from maskbnn_board.preprocess import CLASSES
 
-MANIFEST = "manifest.json"
 FORMAT = "maskbnn-deploy/1"
 OUTPUT_KINDS = ("label", "scores")
 DMA_KINDS = ("iodma", "axi_dma")
@@ -33,14 +32,6 @@ def _number(value: object) -> float | None:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -228,11 +219,10 @@ class Deployment:
                 f"{self.root}: {name} is not listed with a sha256 in the manifest"
             )
         if name not in self._checked:
-            got = sha256_of(path)
-            if got != entry["sha256"]:
+            for bad in file_problems(self.root, {name: entry}):
                 raise DeploymentError(
-                    f"{path}: sha256 {got[:16]}... does not match the manifest "
-                    f"({entry['sha256'][:16]}...); the file was changed or belongs to another "
+                    f"{path}: sha256 {bad.got[:16]}... does not match the manifest "
+                    f"({bad.want[:16]}...); the file was changed or belongs to another "
                     "build: re-run `make deploy` and copy the whole folder again"
                 )
             self._checked.add(name)

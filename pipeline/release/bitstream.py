@@ -53,7 +53,7 @@ from maskbnn.pipeline.release.synthesis_report import (
     versus_estimate,
 )
 from maskbnn.pipeline.verify.gate import verified_build
-from maskbnn_board.deployment import sha256_of
+from maskbnn_board.manifest import MANIFEST, file_problems, sha256_of, write_manifest
 
 BITSTREAMS_DIR = REPO_ROOT / "bitstreams"
 MANIFEST_FORMAT = "maskbnn-bitstream/1"
@@ -226,30 +226,10 @@ def write_golden(net: str, build: Path, dest: Path, n: int, checkpoint: Path | N
 # --- manifest ----------------------------------------------------------------------------------
 
 
-def file_entries(folder: Path) -> dict[str, dict]:
-    return {
-        str(p.relative_to(folder)): {"sha256": sha256_of(p), "bytes": p.stat().st_size}
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "manifest.json"
-    }
-
-
-def write_manifest(folder: Path, meta: dict) -> dict:
-    manifest = {"format": MANIFEST_FORMAT, **meta, "files": file_entries(folder)}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    return manifest
-
-
 def check_manifest(folder: Path) -> list[str]:
-    """Problems with a manifest's hashes (empty when every listed file is intact)."""
-    manifest = json.loads((Path(folder) / "manifest.json").read_text())
-    problems = []
-    for name, entry in manifest["files"].items():
-        p = Path(folder) / name
-        if not p.is_file():
-            problems.append(f"{name}: missing")
-        elif sha256_of(p) != entry["sha256"]:
-            problems.append(f"{name}: sha256 differs")
+    """Problems with a release manifest's hashes (empty when every listed file is intact)."""
+    manifest = json.loads((Path(folder) / MANIFEST).read_text())
+    problems = [str(p) for p in file_problems(folder, manifest["files"])]
     exported = manifest.get("exported_model", {})
     if exported.get("path"):
         p = REPO_ROOT / exported["path"]
@@ -442,7 +422,7 @@ def fill_release(dest: Path, c: dict) -> dict:
         "golden": golden,
         "seconds": round(time.perf_counter() - c["t0"], 1),
     }
-    return write_manifest(dest, meta)
+    return write_manifest(dest, MANIFEST_FORMAT, meta)
 
 
 def _rtlsim_summary(path: Path) -> dict | None:

@@ -44,7 +44,8 @@ from maskbnn.pipeline.export.qonnx_export import build_weights_hash
 from maskbnn.pipeline.release.atomic import staged_file, staged_folder
 from maskbnn.pipeline.release.settings import settings_from_finn_driver, settings_from_hw_model
 from maskbnn.pipeline.verify.gate import verified_build
-from maskbnn_board.deployment import FORMAT, sha256_of
+from maskbnn_board.deployment import FORMAT
+from maskbnn_board.manifest import sha256_of, write_manifest
 
 DRIVER_DIR = REPO_ROOT / "driver"
 BOARDS = ("Pynq-Z1", "Pynq-Z2")
@@ -128,18 +129,6 @@ GOLDEN_FILES = {
     "labels": "golden/labels.npy",
     "names": "golden/names.json",
 }
-
-
-def write_manifest(dep: Path, meta: dict) -> dict:
-    """manifest.json for a deployment folder: ``meta`` plus the sha256 of every file in it."""
-    files = {
-        str(p.relative_to(dep)): {"sha256": sha256_of(p), "bytes": p.stat().st_size}
-        for p in sorted(dep.rglob("*"))
-        if p.is_file() and p.name != "manifest.json"
-    }
-    manifest = {"format": FORMAT, **meta, "files": files}
-    (dep / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
 
 
 def build_wheel(out_dir: Path) -> Path:
@@ -398,6 +387,7 @@ def _assemble(out: Path, net: str, board: str, program: Path, hw_model: Path | N
     source = images.relative_to(REPO_ROOT) if images.is_relative_to(REPO_ROOT) else images.name
     manifest = write_manifest(
         dep,
+        FORMAT,
         {
             "network": net,
             "board": board,
