@@ -11,7 +11,7 @@ FORBIDDEN = [
     ("maskbnn.pipeline.release.bitstream", "maskbnn.pipeline.release.deploy"),
     ("maskbnn.pipeline.rtlsim", "maskbnn.pipeline.release"),
     ("maskbnn.pipeline.finn", "maskbnn.pipeline.release.bitstream"),
-    ("maskbnn.pipeline.finn", "maskbnn.pipeline.release.deploy"),
+    ("maskbnn.pipeline.finn", "maskbnn.pipeline.release"),
     ("maskbnn.pipeline.verify", "maskbnn.pipeline.release"),
 ]
 

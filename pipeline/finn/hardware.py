@@ -22,7 +22,7 @@ from maskbnn.paths import rel
 from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
 from maskbnn.pipeline.finn.steps import run_finn_steps
-from maskbnn.pipeline.release.synthesis_report import placement_failure
+from maskbnn.pipeline.finn.vivado_reports import placement_failure
 
 # --- FINN steps --------------------------------------------------------------------------------
 

@@ -45,11 +45,11 @@ from maskbnn.paths import REPO_ROOT, rel
 from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.finn import env as finn_env
 from maskbnn.pipeline.finn.hardware import applied_folding, fifo_sizing, generate_sources
+from maskbnn.pipeline.finn.vivado_reports import timing_slack
 from maskbnn.pipeline.release.atomic import staged_folder
 from maskbnn.pipeline.release.synthesis_report import (
     next_slower_folding,
     post_synthesis_markdown,
-    timing_slack,
     versus_estimate,
 )
 from maskbnn.pipeline.verify.gate import verified_build
