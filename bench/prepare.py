@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from maskbnn.config import load_network_sets
 from maskbnn.paths import BUILD_DIR, SAMPLE_DIR
 from maskbnn.report import md_table
-
-NETWORKS = ("mask_1w1a_0.25", "mask_1w1a")
 
 
 def make_originals(n: int, out: Path, size: int = 1024) -> list[Path]:
@@ -114,7 +113,7 @@ def bench(n: int, workers: int = 0) -> dict:
         },
         "shipped_top1_on_1024px": {
             net: {"full_decode": _top1(net, full, y), "draft": _top1(net, draft, y)}
-            for net in NETWORKS
+            for net in load_network_sets().bench_prepare
         },
     }
 

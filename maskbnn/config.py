@@ -146,13 +146,68 @@ def load_folding_table(path: Path = FOLDING_TABLE) -> FoldingTable:
     """The folding comparison's networks, targets and published foldings; every network named
     must have a config in build_configs/."""
     table = parse(FoldingTable, load_yaml(path), str(path))
+    _known_networks(path, {*table.networks, *table.target_fps})
+    return table
+
+
+@dataclass(frozen=True, config=STRICT)
+class Resources:
+    LUT: Annotated[StrictInt, Field(ge=0)]
+    BRAM_18K: Annotated[StrictInt, Field(ge=0)]
+    DSP: Annotated[StrictInt, Field(ge=0)]
+    BRAM_36K: Annotated[StrictInt, Field(ge=0)] = 0  # RAMB36 tiles, two BRAM_18K each
+
+
+@dataclass(frozen=True, config=STRICT)
+class PublishedPair:
+    """A published post-synthesis figure and FINN+ 1.6.1's estimate of the same folding."""
+
+    design: StrictStr
+    source: StrictStr
+    post: Resources
+    estimate: Resources
+    current: StrictBool  # False: shown for the spread, not used for the margin
+
+
+@dataclass(frozen=True, config=STRICT)
+class CalibrationTable:
+    """build_configs/tables/calibration.yaml: published pairs the fabric margin is set from."""
+
+    published: list[PublishedPair]
+
+
+CALIBRATION_TABLE = BUILD_CONFIGS / "tables" / "calibration.yaml"
+
+
+def load_calibration_table(path: Path = CALIBRATION_TABLE) -> CalibrationTable:
+    return parse(CalibrationTable, load_yaml(path), str(path))
+
+
+@dataclass(frozen=True, config=STRICT)
+class NetworkSets:
+    """build_configs/tables/network_sets.yaml: the networks commands run on by default."""
+
+    estimates: list[StrictStr]
+    bench_prepare: list[StrictStr]
+
+
+NETWORK_SETS = BUILD_CONFIGS / "tables" / "network_sets.yaml"
+
+
+def load_network_sets(path: Path = NETWORK_SETS) -> NetworkSets:
+    sets = parse(NetworkSets, load_yaml(path), str(path))
+    _known_networks(path, {*sets.estimates, *sets.bench_prepare})
+    return sets
+
+
+def _known_networks(path: Path, names: set[str]) -> None:
+    """A table naming a network without a config in build_configs/ is a UserError."""
     known = set(network_names(Path(path).parent.parent))
-    unknown = sorted({*table.networks, *table.target_fps} - known)
+    unknown = sorted(names - known)
     if unknown:
         raise UserError(
             f"{path}: unknown networks {unknown}; valid names: {', '.join(sorted(known))}"
         )
-    return table
 
 
 def network_names(folder: Path = BUILD_CONFIGS) -> list[str]:

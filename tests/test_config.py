@@ -121,3 +121,24 @@ def test_the_folding_table_is_typed_and_names_known_networks(tmp_path):
     bad.write_text("networks: [mask_1w1a, nope]\ntarget_fps: {}\npublished: {}\n")
     with pytest.raises(UserError, match=r"unknown networks \['nope'\]"):
         load_folding_table(bad)
+
+
+def test_the_calibration_and_network_set_tables_are_typed(tmp_path):
+    from maskbnn.config import load_calibration_table, load_network_sets
+
+    pairs = load_calibration_table().published
+    assert [p.current for p in pairs] == [True, False] and pairs[0].post.BRAM_36K == 98
+    assert "mask_1w1a_0.5" in load_network_sets().estimates
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "mask_1w1a.yaml").write_text("")
+    bad = tmp_path / "tables" / "calibration.yaml"
+    bad.write_text(
+        "published:\n- {design: d, source: s, current: true,\n"
+        "   post: {LUT: many, BRAM_18K: 1, DSP: 0}, estimate: {LUT: 1, BRAM_18K: 1, DSP: 0}}\n"
+    )
+    with pytest.raises(UserError, match=r"calibration\.yaml: published\.0\.post\.LUT.*'many'"):
+        load_calibration_table(bad)
+    sets = tmp_path / "tables" / "network_sets.yaml"
+    sets.write_text("estimates: [mask_1w1a]\nbench_prepare: [nope]\n")
+    with pytest.raises(UserError, match=r"network_sets\.yaml: unknown networks \['nope'\]"):
+        load_network_sets(sets)

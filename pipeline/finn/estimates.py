@@ -10,13 +10,11 @@ import argparse
 import json
 from pathlib import Path
 
-from maskbnn.config import BOARDS
+from maskbnn.config import BOARDS, load_network_sets
 from maskbnn.paths import BUILD_DIR
 from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.finn.fabric import fabric, percent
 from maskbnn.pipeline.finn.fabric import to_markdown as fabric_markdown
-
-WIDTHS = ("mask_1w1a_0.25", "mask_1w1a_0.5", "mask_1w1a")
 
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 XC7Z020 = {"LUT": 53200, "BRAM_18K": 280, "DSP": 220, "URAM": 0}
@@ -166,7 +164,8 @@ def summary_table(estimates: list[dict]) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nets", nargs="+", default=list(WIDTHS), help="networks (default: 3 widths)")
+    nets = load_network_sets().estimates
+    p.add_argument("--nets", nargs="+", default=nets, help=f"networks (default: {' '.join(nets)})")
     p.add_argument("--boards", nargs="+", default=sorted(BOARDS), choices=sorted(BOARDS))
     p.add_argument("--rebuild", action="store_true", help="build even when estimates exist")
     p.add_argument("--out", type=Path, default=BUILD_DIR / "estimates")

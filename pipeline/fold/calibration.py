@@ -8,7 +8,7 @@ folding within budget by the estimate stays within it after synthesis for every 
 
 Pairs come from two places:
 
-- published builds (PUBLISHED below, source named on each row); their FINN+ 1.6.1 estimate is the
+- published builds (build_configs/tables/calibration.yaml, source named on each row); their FINN+ 1.6.1 estimate is the
   one ``maskbnn fold-report`` recomputes from the published folding (a slow test checks it);
 - our own builds: every ``bitstreams/NET/BOARD/manifest.json`` whose ``post_synthesis.resources``
   holds FINN's ``post_synth_resources.json`` (``"(top)"``: the whole design; one row per node).
@@ -20,33 +20,14 @@ Pairs come from two places:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+from maskbnn.config import load_calibration_table
 from maskbnn.paths import REPO_ROOT
 
 RESOURCES = ("LUT", "BRAM_18K", "DSP")
-
-# Published post-synthesis figures (excluding the shell) with FINN+ 1.6.1's estimate of the same
-# MVAU folding on our cnv_1w1a graph (layers + minimal FIFOs/DWCs; `maskbnn fold-report`).
-PUBLISHED = [
-    {
-        "design": "finn-examples cnv-w1a1, Pynq-Z1, after decoupled-mode rework",
-        "source": "FINN pull request 209 (2020-09), post-synthesis excluding shell",
-        "post": {"LUT": 21135, "BRAM_18K": 2 * 98 + 9, "DSP": 0},
-        "estimate": {"LUT": 23912 + 1144, "BRAM_18K": 147, "DSP": 0},
-        "current": True,
-    },
-    {
-        "design": "finn-examples cnv-w1a1, Pynq-Z1, before decoupled-mode rework",
-        "source": "FINN pull request 209 (2020-09), post-synthesis excluding shell",
-        "post": {"LUT": 26487, "BRAM_18K": 2 * 94 + 73, "DSP": 0},
-        "estimate": {"LUT": 23912 + 1144, "BRAM_18K": 147, "DSP": 0},
-        # the weight memory FINN replaced in that PR (FINN+ 1.6.1 builds the new one): shown
-        # for the spread, not used for the margin
-        "current": False,
-    },
-]
 
 
 def _post(res: dict) -> dict[str, int]:
@@ -59,6 +40,16 @@ def _post(res: dict) -> dict[str, int]:
 
 
 NOT_LAYERS = ("(top)", "top_", "StreamingFIFO", "StreamingDataWidthConverter", "IODMA")
+
+
+def published_pairs() -> list[dict]:
+    """The published pairs of build_configs/tables/calibration.yaml, as rows."""
+    pairs = load_calibration_table().published
+    return [
+        {"design": p.design, "source": p.source, "post": _post(dataclasses.asdict(p.post)),
+         "estimate": _post(dataclasses.asdict(p.estimate)), "current": p.current, "own": False}
+        for p in pairs
+    ]  # fmt: skip
 
 
 def own_pair(man: dict, shell: dict) -> dict | None:
@@ -111,7 +102,7 @@ def own_pairs(root: Path = REPO_ROOT / "bitstreams", shell: dict | None = None) 
 
 def table(root: Path = REPO_ROOT / "bitstreams") -> list[dict]:
     """Every pair with its post/estimate ratio per resource (None where the estimate is 0)."""
-    rows = [*({**p, "own": False} for p in PUBLISHED), *own_pairs(root)]
+    rows = [*published_pairs(), *own_pairs(root)]
     for r in rows:
         r["ratio"] = {
             k: round(r["post"][k] / r["estimate"][k], 3) if r["estimate"][k] > 0 else None
