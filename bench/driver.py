@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from maskbnn.paths import BUILD_DIR, SAMPLE_DIR
+from maskbnn_board.datatypes import parse_datatype
+from maskbnn_board.packing import pack, unpack
 
 # Output streams of the CNV accelerators: LabelSelect's class index (UINT8 after FINN rounds it
 # to whole bytes), and the last MVAU's per-class popcount scores as an odd-width signed type.
@@ -103,9 +105,6 @@ def bench(batches=(1, 100, 1000), repeats: int = 5, elementwise_images: int = 20
     _finn_environment()
     from finn.util import data_packing as fdp
     from qonnx.core.datatype import DataType
-
-    from maskbnn_board.datatypes import parse_datatype
-    from maskbnn_board.packing import pack, unpack
 
     rng = np.random.default_rng(0)
     x_all = real_images(max(batches))

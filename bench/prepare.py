@@ -27,6 +27,8 @@ from PIL import Image
 
 from maskbnn.config import load_network_sets
 from maskbnn.paths import BUILD_DIR, SAMPLE_DIR
+from maskbnn.pipeline.data.datasets import ArrayDataset
+from maskbnn.pipeline.data.maskedface import CLASSES, Item, label_from_filename, load_image
 from maskbnn.report import md_table
 
 
@@ -54,8 +56,6 @@ def plain_loop(files: list[Path], size: int = 32) -> np.ndarray:
 
 def project_loop(files: list[Path], size: int = 32) -> np.ndarray:
     """One process, the project's decoding (draft + to_model_input)."""
-    from maskbnn.pipeline.data.maskedface import Item, load_image
-
     out = np.empty((len(files), size, size, 3), np.uint8)
     for i, f in enumerate(files):
         out[i] = load_image(Item(0, "", f.name, f), size)
@@ -65,8 +65,6 @@ def project_loop(files: list[Path], size: int = 32) -> np.ndarray:
 def _top1(network: str, x: np.ndarray, y: np.ndarray) -> float:
     from maskbnn.models.checkpoint import load_weights, pretrained_path
     from maskbnn.models.registry import get_network
-    from maskbnn.pipeline.data.datasets import ArrayDataset
-    from maskbnn.pipeline.data.maskedface import CLASSES
     from maskbnn.pipeline.train.trainer import evaluate_model
 
     model, _ = get_network(network)
@@ -75,7 +73,6 @@ def _top1(network: str, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def bench(n: int, workers: int = 0) -> dict:
-    from maskbnn.pipeline.data.maskedface import label_from_filename
     from maskbnn.pipeline.data.prepare import PrepareParams, prepare
 
     with tempfile.TemporaryDirectory() as tmp:

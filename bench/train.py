@@ -38,7 +38,13 @@ from maskbnn.config import load_network_config
 from maskbnn.models.registry import build_model
 from maskbnn.paths import BUILD_DIR, SAMPLE_DIR
 from maskbnn.pipeline.data.datasets import ArrayDataset, load_dataset
-from maskbnn.pipeline.train.trainer import ClipWeights, Trainer, make_loss, make_optimizer
+from maskbnn.pipeline.train.trainer import (
+    ClipWeights,
+    Trainer,
+    make_loss,
+    make_optimizer,
+    to_tensors,
+)
 from maskbnn.report import md_table
 
 BATCH = 100
@@ -143,7 +149,6 @@ def time_ours(data: ArrayDataset, network: str, steps: int) -> float:
         progress=False,
         log=str,
     )
-    from maskbnn.pipeline.train.trainer import to_tensors
 
     x, y = to_tensors(data)
     trainer.train_epoch(x[: 2 * BATCH], y[: 2 * BATCH], 0, 0)  # warm-up

@@ -20,6 +20,7 @@ import numpy as np
 from maskbnn.errors import UserError, VerificationError
 from maskbnn.paths import BUILD_DIR, SAMPLE_DIR
 from maskbnn.pipeline.builddir import BuildDir
+from maskbnn.pipeline.data.datasets import load_dataset
 from maskbnn.report import md_table
 
 
@@ -33,7 +34,6 @@ def bench(net: str, board: str, finn_images: int, hwexec_images: int, threads: i
 
 
 def _bench(net: str, board: str, finn_images: int, hwexec_images: int) -> dict:
-    from maskbnn.pipeline.data.datasets import load_dataset
     from maskbnn.pipeline.finn.hwgraph import read_program
     from maskbnn.pipeline.verify.stages import finn_hw_trace
 

@@ -227,7 +227,7 @@ def load_network_config(name: str, folder: Path = BUILD_CONFIGS) -> NetworkConfi
             raw[section] = {}
     cfg = parse(NetworkConfig, raw | {"path": path}, str(path))
     if cfg.model.method is not None:
-        from maskbnn.models.method import BinaryMethod
+        from maskbnn.models.method import BinaryMethod  # method.py imports this module
 
         BinaryMethod.from_dict(cfg.model.method, f"{path}: model.method")
     if cfg.name != name:

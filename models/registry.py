@@ -6,6 +6,7 @@ from torch import nn
 
 from maskbnn.config import ModelConfig, NetworkConfig, load_network_config, network_names
 from maskbnn.errors import UserError
+from maskbnn.models.method import BinaryMethod
 
 # FINN forms: Brevitas networks a method can be installed on and baked out of before export.
 FINN_FORMS = {
@@ -74,7 +75,6 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         )
         if cfg.method is not None:  # trained with a paper's method, baked away before export
             from maskbnn.models.brevitas_methods import install_method
-            from maskbnn.models.method import BinaryMethod
 
             method = BinaryMethod.from_dict(cfg.method, "model.method")
             if method.pad_value != cfg.pad_value:  # one padding, said once per meaning
@@ -88,8 +88,6 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         return model
     if cfg.family in METHOD_FAMILIES:
         from importlib import import_module
-
-        from maskbnn.models.method import BinaryMethod
 
         module, cls = METHOD_FAMILIES[cfg.family]
         net = getattr(import_module(f"maskbnn.models.{module}"), cls)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from maskbnn.cli import main
 from maskbnn.errors import UserError
 from maskbnn.outputs import write_json
 from maskbnn.paths import rel
@@ -158,8 +159,6 @@ def _maskbnn(*argv: str) -> Callable[[Context], int]:
     """A step that is a `maskbnn` command; `{field}` in an argument is filled from the context."""
 
     def run(ctx: Context) -> int:
-        from maskbnn.cli import main
-
         values = ctx.fields()
         args = [a.format(**values) for a in argv]
         print(f"\n== maskbnn {shlex.join(args)}", flush=True)

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from maskbnn_board.accelerator import Accelerator
+from maskbnn_board.backend_emulate import EmulatedAccelerator
+from maskbnn_board.backend_pynq import PynqAccelerator
 from maskbnn_board.deployment import Deployment
 from maskbnn_board.errors import DriverError
 from maskbnn_board.preprocess import Skipped, iter_batches, label_from_filename, list_images
@@ -21,12 +23,8 @@ BACKENDS = ("pynq", "emulate")
 def open_accelerator(deployment: Deployment, backend: str, batch_size: int) -> Accelerator:
     """The accelerator for a backend name; imports pynq only for the board backend."""
     if backend == "emulate":
-        from maskbnn_board.backend_emulate import EmulatedAccelerator
-
         return EmulatedAccelerator(deployment, batch_size)
     if backend == "pynq":
-        from maskbnn_board.backend_pynq import PynqAccelerator
-
         return PynqAccelerator(deployment, batch_size)
     raise DriverError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 

@@ -25,9 +25,12 @@ from torch import nn
 
 from maskbnn.config import load_network_config
 from maskbnn.errors import UserError
+from maskbnn.models.checkpoint import load_weights, pretrained_path, read_checkpoint
+from maskbnn.models.registry import build_model
 from maskbnn.outputs import remove, write_json
 from maskbnn.paths import rel
 from maskbnn.pipeline.builddir import BuildDir, export_dir, export_index
+from maskbnn.pipeline.verify.deployability import require_deployable
 
 LAYOUTS = ("NHWC", "NCHW")
 
@@ -75,8 +78,6 @@ def load_model(net: str, checkpoint: Path | None) -> nn.Module:
     import dataclasses
 
     from maskbnn.models.brevitas_methods import bake_if_installed
-    from maskbnn.models.checkpoint import load_weights, pretrained_path, read_checkpoint
-    from maskbnn.models.registry import build_model
 
     path = Path(checkpoint) if checkpoint else pretrained_path(net)
     cfg = load_network_config(net).model
@@ -150,8 +151,6 @@ def export_qonnx_files(
 def export_checkpoint(
     net: str, checkpoint: Path | None, out_dir: Path | None = None, layout: str = "NHWC"
 ) -> ExportResult:
-    from maskbnn.pipeline.verify.deployability import require_deployable
-
     cfg = load_network_config(net)
     require_deployable(cfg)  # before any work: name what FINN cannot map
     model = load_model(net, checkpoint)

@@ -28,7 +28,11 @@ from maskbnn.paths import BUILD_CONFIGS, rel
 from maskbnn.pipeline.builddir import BuildDir, export_index
 from maskbnn.pipeline.builddir import export_dir as default_export_dir
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
+from maskbnn.pipeline.finn.estimates import collect, write_estimates
+from maskbnn.pipeline.finn.hwgraph import export_program
 from maskbnn.pipeline.finn.steps import run_finn_steps
+from maskbnn.pipeline.fold.folding import validate_folding
+from maskbnn.pipeline.verify.deployability import require_deployable
 
 
 def finn_config(cfg: NetworkConfig, board: str, out: Path):
@@ -62,8 +66,6 @@ def finn_config(cfg: NetworkConfig, board: str, out: Path):
 
 def step_validate_folding(model, cfg):
     """Refuse a folding file with unknown nodes or illegal PE/SIMD before FINN applies it."""
-    from maskbnn.pipeline.fold.folding import validate_folding
-
     if cfg.folding_config_file is not None:
         validate_folding(model, Path(cfg.folding_config_file))
     return model
@@ -108,8 +110,6 @@ def run_build(
     finn_minimize: bool = False,
 ) -> dict:
     """Run every step on the exported model; returns the build summary (also in build.json)."""
-    from maskbnn.pipeline.verify.deployability import require_deployable
-
     cfg = load_network_config(net)
     require_deployable(cfg)
     board = board or cfg.build.board
@@ -129,9 +129,6 @@ def run_build(
 
 def _run_steps(cfg, net: str, onnx_path: Path, board: str, out: Path, finn_minimize: bool) -> dict:
     from qonnx.core.modelwrapper import ModelWrapper
-
-    from maskbnn.pipeline.finn.estimates import collect, write_estimates
-    from maskbnn.pipeline.finn.hwgraph import export_program
 
     bd = BuildDir(out)
     shutil.rmtree(bd.intermediate, ignore_errors=True)

@@ -21,6 +21,7 @@ from maskbnn.errors import UserError
 from maskbnn.paths import rel
 from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
+from maskbnn.pipeline.finn.build import finn_config
 from maskbnn.pipeline.finn.steps import run_finn_steps
 from maskbnn.pipeline.finn.vivado_reports import placement_failure
 
@@ -74,8 +75,6 @@ def hardware_config(net: str, board: str, out: Path):
     products of a Zynq bitfile build. FINN's deployment package is not asked for: `make
     deploy` assembles ours from the release folder."""
     from finn.builder.build_dataflow_config import AutoFIFOSizingMethod, DataflowOutputType
-
-    from maskbnn.pipeline.finn.build import finn_config
 
     cfg = finn_config(load_network_config(net), board, out)
     cfg.generate_outputs = [

@@ -78,7 +78,7 @@ def own_pair(man: dict, shell: dict) -> dict | None:
 
 def own_pairs(root: Path = REPO_ROOT / "bitstreams", shell: dict | None = None) -> list[dict]:
     """Pairs from our released bitstreams (``bitstreams/NET/BOARD/manifest.json``)."""
-    from maskbnn.pipeline.finn.fabric import SHELL
+    from maskbnn.pipeline.finn.fabric import SHELL  # fabric.py imports this module
 
     rows = []
     for path in sorted(Path(root).glob("*/*/manifest.json")):

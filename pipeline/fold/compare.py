@@ -26,6 +26,7 @@ from maskbnn.pipeline.finn.hwgraph import base_op
 from maskbnn.pipeline.fold import calibration
 from maskbnn.pipeline.fold import optimizer as fo
 from maskbnn.pipeline.fold.cli import default_out
+from maskbnn.pipeline.fold.folding import folding_problems
 
 
 @functools.cache
@@ -69,8 +70,6 @@ def finn_target_fps(graph, part: str, clock_ns: float, budget: fo.Budget) -> dic
 
 
 def _search_target(run, budget: fo.Budget) -> dict:
-    from maskbnn.pipeline.fold.folding import folding_problems
-
     lo, hi = 1, 1 << 20  # cycles per frame: lo never fits, hi is fully folded
     best, model = run(hi)
     if best["LUT"] > budget.lut or best["BRAM_18K"] > budget.bram18:

@@ -40,6 +40,8 @@ from maskbnn.errors import UserError
 from maskbnn.paths import BUILD_DIR
 from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
+from maskbnn.pipeline.finn.build import steps
+from maskbnn.pipeline.finn.estimates import collect
 from maskbnn.pipeline.finn.fabric import DEVICES, RESOURCES, SHELL, fabric
 from maskbnn.pipeline.finn.hwgraph import base_op
 from maskbnn.pipeline.finn.steps import run_finn_steps
@@ -665,7 +667,6 @@ def _run_steps_to_specialize(net: str, board: str, out: Path) -> None:
     from maskbnn.models.checkpoint import load_weights, pretrained_path
     from maskbnn.models.registry import get_network
     from maskbnn.pipeline.export.qonnx_export import export_qonnx_files
-    from maskbnn.pipeline.finn.build import steps
 
     cfg = load_network_config(net)
     torch.manual_seed(0)
@@ -709,9 +710,6 @@ def finn_estimates(graph: Path, folding: Path, board: str, clock_ns: float, out:
     FINN's ApplyConfig, bit-width minimisation, FINN's estimate reports) and collect the
     estimates exactly as `maskbnn build` does: what `make estimate` will report for this file."""
     from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType
-
-    from maskbnn.pipeline.finn.build import steps
-    from maskbnn.pipeline.finn.estimates import collect
 
     out = Path(out)
     (out / "report").mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ from maskbnn.config import BOARDS, load_network_config
 from maskbnn.errors import MissingToolError, UserError
 from maskbnn.paths import REPO_ROOT, rel
 from maskbnn.pipeline.builddir import BuildDir
+from maskbnn.pipeline.finn import deps as finn_deps
 from maskbnn.pipeline.finn import env as finn_env
 from maskbnn.pipeline.finn.hardware import applied_folding, fifo_sizing, generate_sources
 from maskbnn.pipeline.finn.vivado_reports import timing_slack
@@ -53,6 +54,7 @@ from maskbnn.pipeline.release.synthesis_report import (
     versus_estimate,
 )
 from maskbnn.pipeline.verify.gate import verified_build
+from maskbnn.pipeline.verify.stages import brevitas_outputs
 from maskbnn_board.manifest import MANIFEST, file_problems, sha256_of, write_manifest
 
 BITSTREAMS_DIR = REPO_ROOT / "bitstreams"
@@ -129,8 +131,6 @@ def board_files_problem(board: str, board_files: Path | None) -> str | None:
     """None when the board files Vivado needs are found, else what is missing and where we
     looked. Pynq-Z1's come with FINN+'s dependencies; Pynq-Z2's often do not (their download
     is a TUL site FINN+ fetches from a CDN)."""
-    from maskbnn.pipeline.finn import deps as finn_deps
-
     if find_board_files(board, board_files) is not None:
         return None
     where = board_files if board_files else finn_deps_dir() / "board_files"
@@ -145,8 +145,6 @@ def board_files_problem(board: str, board_files: Path | None) -> str | None:
 def deps_problem(board: str) -> None:
     """MissingToolError naming the one command that fetches what is missing from FINN_DEPS
     (the local route: `make setup` does not fetch FINN+'s external dependencies)."""
-    from maskbnn.pipeline.finn import deps as finn_deps
-
     where = finn_deps_dir()
     absent = finn_deps.missing(where)
     if absent:
@@ -201,7 +199,6 @@ def write_golden(net: str, build: Path, dest: Path, n: int, checkpoint: Path | N
 
     from maskbnn.pipeline.export.qonnx_export import build_weights_hash, load_model, weights_hash
     from maskbnn.pipeline.verify.chain import load_images
-    from maskbnn.pipeline.verify.stages import brevitas_outputs
 
     torch.set_num_threads(1)
     model = load_model(net, checkpoint)

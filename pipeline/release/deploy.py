@@ -32,6 +32,7 @@ import numpy as np
 
 from maskbnn.config import load_network_config
 from maskbnn.errors import UserError, VerificationError
+from maskbnn.models.checkpoint import pretrained_path
 from maskbnn.paths import BUILD_DIR, REPO_ROOT, SAMPLE_DIR
 from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.data.maskedface import (
@@ -40,11 +41,13 @@ from maskbnn.pipeline.data.maskedface import (
     decode_file,
     label_from_filename,
 )
-from maskbnn.pipeline.export.qonnx_export import build_weights_hash
+from maskbnn.pipeline.export.qonnx_export import build_weights_hash, load_model
+from maskbnn.pipeline.export.qonnx_export import weights_hash as hash_of
 from maskbnn.pipeline.release.atomic import staged_file, staged_folder
 from maskbnn.pipeline.release.settings import settings_from_finn_driver, settings_from_hw_model
 from maskbnn.pipeline.verify.gate import verified_build
 from maskbnn_board.deployment import FORMAT
+from maskbnn_board.hwexec import HardwareProgram
 from maskbnn_board.manifest import sha256_of, write_manifest
 
 DRIVER_DIR = REPO_ROOT / "driver"
@@ -76,8 +79,6 @@ def golden_inputs(files: list[Path], size: int = 32) -> np.ndarray:
 
 def load_program(path: Path):
     """The hardware-graph program through the driver's own executor (numpy only)."""
-    from maskbnn_board.hwexec import HardwareProgram
-
     return HardwareProgram.load(path)
 
 
@@ -90,10 +91,6 @@ def brevitas_top1(
     a valid reference; otherwise (None, reason).
     """
     import torch
-
-    from maskbnn.models.checkpoint import pretrained_path
-    from maskbnn.pipeline.export.qonnx_export import load_model
-    from maskbnn.pipeline.export.qonnx_export import weights_hash as hash_of
 
     try:
         path = Path(checkpoint) if checkpoint else pretrained_path(network)

@@ -22,6 +22,7 @@ from pydantic.dataclasses import dataclass
 
 from maskbnn.config import STRICT, load_network_config, load_yaml, parse
 from maskbnn.paths import BUILD_CONFIGS, BUILD_DIR, REPO_ROOT
+from maskbnn.pipeline.verify.deployability import reasons
 from maskbnn.report import md_table
 
 TABLE = BUILD_CONFIGS / "tables" / "methods.yaml"
@@ -95,7 +96,6 @@ def finn_estimate(net: str, board: str, out: Path) -> dict:
 
 def collect(spec: dict, board: str, out: Path, estimates: bool = True) -> list[dict]:
     from maskbnn.pipeline.reports.ops_count import network_ops
-    from maskbnn.pipeline.verify.deployability import reasons
 
     rows = []
     for row in spec["rows"]:

@@ -47,6 +47,8 @@ from torch import nn
 
 from maskbnn.config import network_names
 from maskbnn.errors import UserError
+from maskbnn.models.registry import get_network
+from maskbnn.pipeline.reports.ops_reference import IMAGENET_INPUT, PUBLISHED_BIREAL18, bireal18
 from maskbnn.report import md_table
 
 BOPS_PER_FLOP = 64
@@ -234,7 +236,6 @@ def totals(layers: list[dict]) -> dict:
 def network_ops(name: str) -> dict:
     """The count for a registered network (build_configs/<name>.yaml) at its input shape."""
     from maskbnn.models.brevitas_methods import bake_if_installed
-    from maskbnn.models.registry import get_network
 
     model, cfg = get_network(name)
     bake_if_installed(model, cfg.model.method)  # a method on Brevitas layers: count what deploys
@@ -244,8 +245,6 @@ def network_ops(name: str) -> dict:
 
 def reference_ops() -> dict:
     """The count for the reference ImageNet Bi-Real-18, with the published figures beside it."""
-    from maskbnn.pipeline.reports.ops_reference import IMAGENET_INPUT, PUBLISHED_BIREAL18, bireal18
-
     torch.manual_seed(0)
     result = count_ops(bireal18(), IMAGENET_INPUT)
     return {"network": "bireal18_imagenet", "published": PUBLISHED_BIREAL18, **result}

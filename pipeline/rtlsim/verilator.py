@@ -40,6 +40,8 @@ from maskbnn.outputs import folder_lock
 from maskbnn.paths import BUILD_DIR, rel
 from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
+from maskbnn.pipeline.finn.hardware import codegen_model
+from maskbnn.pipeline.verify.stages import base_op
 from maskbnn.report import md_table
 from maskbnn_board.datatypes import IntType, parse_datatype
 from maskbnn_board.errors import DeploymentError
@@ -351,8 +353,6 @@ def generic_trace(model, x: np.ndarray) -> list[dict[str, np.ndarray]]:
     generic layer), one full execution context per image."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
-
-    from maskbnn.pipeline.verify.stages import base_op
 
     generic = ModelWrapper(copy.deepcopy(model.model))
     for node in generic.graph.node:
@@ -700,7 +700,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskbnn.pipeline.finn.hardware import codegen_model
     from maskbnn.pipeline.verify.chain import load_images
 
     cfg = load_network_config(args.net)  # an unknown name is named before any advice to build it

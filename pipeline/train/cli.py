@@ -29,7 +29,9 @@ import numpy as np
 
 from maskbnn.config import NetworkConfig, TrainConfig, load_network_config, parse
 from maskbnn.errors import UserError
+from maskbnn.models.method import BinaryMethod
 from maskbnn.paths import SAMPLE_DIR
+from maskbnn.pipeline.data.datasets import ArrayDataset, hold_out, load_dataset
 
 SPLITS = ("train", "test", "all")
 
@@ -187,7 +189,6 @@ def run(args: argparse.Namespace) -> int:
 def with_method(cfg: NetworkConfig, override: str | None, saved: dict | None) -> NetworkConfig:
     """The config with its effective binary method: --method KEY=VAL over the resumed run's method
     (`saved`) over the config's. Networks without a method refuse --method."""
-    from maskbnn.models.method import BinaryMethod
     from maskbnn.models.registry import METHOD_FAMILIES
 
     # A method family, or any family whose config names a method (e.g. vgg_small_finn).
@@ -249,8 +250,6 @@ def load_eval_data(cfg: NetworkConfig, datadir: Path, split: str):
     """The images to evaluate on. For a raw MaskedFace-Net folder and split 'all' that is every
     readable image (the data stage balances classes, which would leave some out); train/test are
     the data stage's face-disjoint sides."""
-    from maskbnn.pipeline.data.datasets import ArrayDataset, load_dataset
-
     if cfg.dataset == "maskedface" and split == "all" and not (datadir / "dataset.npz").is_file():
         from maskbnn.pipeline.data.maskedface import CLASSES, load_image, scan
 
@@ -376,7 +375,6 @@ def _hparams(args: argparse.Namespace, cfg: NetworkConfig, ckpt: dict | None, rt
 
 def _splits(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, hp: dict, rt):
     """(train, test, validation or None) images of the run."""
-    from maskbnn.pipeline.data.datasets import hold_out, load_dataset
     from maskbnn.pipeline.train import distributed
 
     if not rt.is_main:  # a raw folder is prepared into a cache once, by rank 0
@@ -453,7 +451,6 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> i
     command = shlex.join(["maskbnn", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else ""
     hooks = [ClipWeights(-1.0, 1.0)]
     if cfg.model.method is not None:
-        from maskbnn.models.method import BinaryMethod
         from maskbnn.pipeline.train.method_hooks import EdeAnneal
 
         method = BinaryMethod.from_dict(cfg.model.method)

@@ -16,6 +16,7 @@ from pathlib import Path
 from maskbnn.config import load_network_config
 from maskbnn.errors import UserError
 from maskbnn.paths import BUILD_DIR, REPO_ROOT
+from maskbnn.pipeline.reports.methods_table import TABLE, load_table
 
 RUNS_DIR = REPO_ROOT / "models" / "runs"
 
@@ -33,7 +34,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from maskbnn.models.checkpoint import PRETRAINED_DIR
-    from maskbnn.pipeline.reports.methods_table import TABLE, load_table
     from maskbnn.pipeline.train import cli as train_cli
     from maskbnn.pipeline.train.ship_pretrained import ship
 

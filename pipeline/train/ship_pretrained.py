@@ -29,6 +29,8 @@ from maskbnn.config import load_network_config
 from maskbnn.errors import UserError
 from maskbnn.models.checkpoint import PRETRAINED_DIR, read_checkpoint, save_checkpoint
 from maskbnn.paths import portable
+from maskbnn.pipeline.data.datasets import load_dataset
+from maskbnn.pipeline.export.qonnx_export import load_model
 
 DATA_ATTRIBUTION = (
     "MaskedFace-Net (Cabani, Hammoudi, Benhabiles, Melkemi, Smart Health 19 (2021) 100144, "
@@ -54,8 +56,6 @@ def ship(
 ) -> dict:
     import torch
 
-    from maskbnn.pipeline.data.datasets import load_dataset
-    from maskbnn.pipeline.export.qonnx_export import load_model
     from maskbnn.pipeline.train.trainer import evaluate_model
 
     run_dir = Path(run_dir)

@@ -32,8 +32,10 @@ from maskbnn.errors import UserError, VerificationError
 from maskbnn.outputs import folder_lock, remove, write_atomic, write_json
 from maskbnn.paths import REPO_ROOT, rel
 from maskbnn.pipeline.builddir import BuildDir
-from maskbnn.pipeline.export.qonnx_export import weights_hash
+from maskbnn.pipeline.data.datasets import load_dataset
+from maskbnn.pipeline.export.qonnx_export import load_model, weights_hash
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
+from maskbnn.pipeline.finn.hwgraph import HardwareProgram, read_program, run_mvau
 from maskbnn.pipeline.verify.stages import (
     brevitas_outputs,
     dtype_range_problems,
@@ -85,8 +87,6 @@ def compare(
 
 
 def load_images(net: str, n: int, data: Path | None = None, split: str | None = None):
-    from maskbnn.pipeline.data.datasets import load_dataset
-
     cfg = load_network_config(net)
     v = cfg.build.verify
     folder = Path(data) if data else REPO_ROOT / v.data
@@ -152,9 +152,6 @@ class StageLog:
 
 def _verify(cfg, board: str, out: Path, t_all: float, checkpoint, n_images, finn_images, data,
             split, streamlined_images) -> dict:  # fmt: skip
-    from maskbnn.pipeline.export.qonnx_export import load_model
-    from maskbnn.pipeline.finn.hwgraph import HardwareProgram, read_program
-
     net = cfg.name
     bd = BuildDir(out)
     summary_path = bd.summary
@@ -300,8 +297,6 @@ def _finn_hw_stages(log: StageLog, program, hw_model: Path, x, names, ref, sub) 
 def _hwexec_stages(log: StageLog, program, saved, x, names, ref) -> float:
     """Our bit-exact executor on every image vs Brevitas, and the saved program vs the one read
     from the ONNX; returns the executor's seconds."""
-    from maskbnn.pipeline.finn.hwgraph import run_mvau
-
     t0 = log.restart()
     hw_out = program.run(x)
     last = program.layers[_last_mvau(program)]

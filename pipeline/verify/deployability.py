@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from maskbnn.config import NetworkConfig
 from maskbnn.errors import UserError
+from maskbnn.models.method import BinaryMethod
 
 DEPLOYABLE_FAMILIES = ("cnv", "vgg_small_finn", "resnet20_finn")
 FINN_FORM = "vgg_small_finn_* (models/vgg_small_finn.py) trained with the same model.method"
@@ -92,6 +93,5 @@ def require_deployable(cfg: NetworkConfig) -> None:
 def _method(cfg: NetworkConfig):
     if cfg.model.method is None:
         return None
-    from maskbnn.models.method import BinaryMethod
 
     return BinaryMethod.from_dict(cfg.model.method, f"{cfg.name}: model.method")

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
-from maskbnn.pipeline.finn.hwgraph import base_op
+from maskbnn.pipeline.finn.hwgraph import base_op, load_dataflow_model
+from maskbnn_board.hwexec import _activate, dtype_range, mvau_reachable, run_mvau
 
 # --- inputs ---------------------------------------------------------------------------------------
 
@@ -165,8 +166,6 @@ def generic_hw_model(path: Path):
     """The hardware graph with each `_hls`/`_rtl` layer mapped back to FINN's generic layer: after
     specialize_layers FINN only executes those in C++/RTL simulation (Vitis HLS / Vivado), while
     the generic layers carry FINN's own Python execution of the same attributes and parameters."""
-    from maskbnn.pipeline.finn.hwgraph import load_dataflow_model
-
     model = load_dataflow_model(Path(path))
     for node in model.graph.node:
         op = base_op(node.op_type)
@@ -196,15 +195,11 @@ def finn_hw_trace(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _range(name: str) -> tuple[int, int]:
-    from maskbnn_board.hwexec import dtype_range
-
     return dtype_range(name)
 
 
 def dtype_range_problems(program) -> list[str]:
     """Layers whose declared accumulator/output type cannot hold the values they can reach."""
-    from maskbnn_board.hwexec import mvau_reachable
-
     problems = []
     for layer in program.layers:
         a = layer.attrs
@@ -250,8 +245,6 @@ def worst_case_layer_inputs(layer, columns: int = 64) -> np.ndarray:
 
 def ideal_mvau(x: np.ndarray, layer) -> np.ndarray:
     """The MVAU in unbounded integers (what FINN's Python execution computes)."""
-    from maskbnn_board.hwexec import _activate
-
     w = layer.arrays["weights"].astype(np.int64)
     x = x.astype(np.int64)
     if layer.attrs["binary_xnor"]:
@@ -263,8 +256,6 @@ def ideal_mvau(x: np.ndarray, layer) -> np.ndarray:
 
 def worst_case_layer_problems(program) -> list[str]:
     """MVAUs whose hardware-width result differs from the unbounded one on extreme inputs."""
-    from maskbnn_board.hwexec import run_mvau
-
     problems = []
     for layer in program.layers:
         if layer.kind != "MVAU":
