@@ -12,6 +12,7 @@ import pytest
 from maskbnn.errors import MissingToolError
 from maskbnn.pipeline.finn import hardware as H
 from maskbnn.pipeline.release import bitstream as B
+from maskbnn.pipeline.release.deploy import check_manifest
 
 NET = "mask_1w1a_0.25"
 BOARD = "Pynq-Z1"
@@ -91,7 +92,7 @@ def test_manifest_is_complete_and_hashes_verify(offline_run, built_025):
     assert m["verification"]["passed"] is True
     assert m["tools"]["finn_plus"] == "1.6.1"
     assert m["folding"]["applied"]  # PE/SIMD per layer, read from the graph
-    assert B.check_manifest(out) == []
+    assert check_manifest(out) == []
     # the golden vectors are the Brevitas model's outputs on real images
     import numpy as np
 
@@ -101,7 +102,7 @@ def test_manifest_is_complete_and_hashes_verify(offline_run, built_025):
     # a changed file is caught
     settings = out / "settings.json"
     settings.write_text(settings.read_text() + " ")
-    assert B.check_manifest(out) == ["settings.json: sha256 differs"]
+    assert check_manifest(out) == ["settings.json: sha256 differs"]
 
 
 # board.xml as the vendors ship them: Digilent spells the board element's name in capitals while

@@ -103,7 +103,7 @@ def test_make_bitstream_releases_a_complete_folder(flow):
     assert m["status"] == "complete"
     # the copy's own check (its exported model is the copy's, not the checkout's)
     check = subprocess.run([str(VENV / "bin" / "python"), "-c", "import sys; from maskbnn."
-                            "pipeline.release.bitstream import check_manifest as c; "
+                            "pipeline.release.deploy import check_manifest as c; "
                             "sys.exit(str(c(sys.argv[1])))", str(release)],
                            cwd=flow["repo"], env=flow["env"], capture_output=True,
                            text=True)  # fmt: skip

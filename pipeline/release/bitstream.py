@@ -55,7 +55,7 @@ from maskbnn.pipeline.release.synthesis_report import (
 )
 from maskbnn.pipeline.verify.gate import verified_build
 from maskbnn.pipeline.verify.stages import brevitas_outputs
-from maskbnn_board.manifest import MANIFEST, file_problems, sha256_of, write_manifest
+from maskbnn_board.manifest import sha256_of, write_manifest
 
 BITSTREAMS_DIR = REPO_ROOT / "bitstreams"
 MANIFEST_FORMAT = "maskbnn-bitstream/1"
@@ -218,21 +218,6 @@ def write_golden(net: str, build: Path, dest: Path, n: int, checkpoint: Path | N
     return {"images": len(x), "source": source, "weights_hash": have,
             "inputs": "golden/inputs.npy", "expected_top1": "golden/expected_top1.npy",
             "expected_logits": "golden/expected_logits.npy", "names": "golden/names.json"}  # fmt: skip
-
-
-# --- manifest ----------------------------------------------------------------------------------
-
-
-def check_manifest(folder: Path) -> list[str]:
-    """Problems with a release manifest's hashes (empty when every listed file is intact)."""
-    manifest = json.loads((Path(folder) / MANIFEST).read_text())
-    problems = [str(p) for p in file_problems(folder, manifest["files"])]
-    exported = manifest.get("exported_model", {})
-    if exported.get("path"):
-        p = REPO_ROOT / exported["path"]
-        if p.is_file() and sha256_of(p) != exported["sha256"]:
-            problems.append(f"{exported['path']}: sha256 differs from the exported model")
-    return problems
 
 
 # --- the step ----------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from maskbnn.pipeline.release.settings import settings_from_finn_driver, setting
 from maskbnn.pipeline.verify.gate import verified_build
 from maskbnn_board.deployment import FORMAT
 from maskbnn_board.hwexec import HardwareProgram
-from maskbnn_board.manifest import sha256_of, write_manifest
+from maskbnn_board.manifest import MANIFEST, file_problems, sha256_of, write_manifest
 
 DRIVER_DIR = REPO_ROOT / "driver"
 BOARDS = ("Pynq-Z1", "Pynq-Z2")
@@ -250,14 +250,24 @@ def write_golden(
     return files, checks
 
 
+def check_manifest(folder: Path) -> list[str]:
+    """Problems with a release manifest's hashes (empty when every listed file is intact)."""
+    manifest = json.loads((Path(folder) / MANIFEST).read_text())
+    problems = [str(p) for p in file_problems(folder, manifest["files"])]
+    exported = manifest.get("exported_model", {})
+    if exported.get("path"):
+        p = REPO_ROOT / exported["path"]
+        if p.is_file() and sha256_of(p) != exported["sha256"]:
+            problems.append(f"{exported['path']}: sha256 differs from the exported model")
+    return problems
+
+
 def release_artifacts(
     release: Path, hw_model: Path, net: str, board: str
 ) -> tuple[Path, Path, float] | None:
     """(bitfile, FINN driver settings, clock MHz) of the release `make bitstream` wrote, None
     when there is none. A release of another hardware graph (another folding included) or a
     damaged one is refused: its bitfile does not implement this build."""
-    from maskbnn.pipeline.release.bitstream import check_manifest
-
     manifest_path = Path(release) / "manifest.json"
     if not manifest_path.is_file():
         return None
