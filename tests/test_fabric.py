@@ -43,8 +43,8 @@ def test_published_pairs_set_the_margin_until_a_build_of_ours_exists(tmp_path):
     assert "over all 3 pairs" in md and "| BinaryCoP CNV" in md and "Scope unclear" in md
 
 
-def _row(source, lut_ratio, current=True, own=False):
-    return {"source": source, "own": own, "current": current,
+def _row(network, lut_ratio, current=True, own=False):
+    return {"network": network, "source": f"{network}.json", "own": own, "current": current,
             "ratio": {"LUT": lut_ratio, "BRAM_18K": 1.2, "DSP": None}}  # fmt: skip
 
 
@@ -53,11 +53,16 @@ def test_an_estimate_running_high_is_credited_only_on_enough_independent_pairs()
     assert calibration.margin(two)["LUT"] == 0.0  # two designs: no credit
     three = [*two, _row("c", 0.95)]
     assert calibration.margin(three) == {"LUT": -0.05, "BRAM_18K": 0.2, "DSP": 0.0}
-    # three rows from one source are one piece of evidence; a row not current does not count
+    # one network twice (two boards, same part) is one piece of evidence; nor does a row that
+    # is not current count
     assert calibration.margin([*two, _row("b", 0.95)])["LUT"] == 0.0
     assert calibration.margin([*two, _row("c", 0.95, current=False)])["LUT"] == 0.0
     # one pair above 1 among them: the largest shortfall, as ever
     assert calibration.margin([*three, _row("d", 1.1)])["LUT"] == 0.1
+    assert "LUT -5.0%" in calibration.to_markdown(
+        [{**r, "design": r["network"], "scope": "s", "finn": "f", "post": {"LUT": 95,
+          "BRAM_18K": 12}, "estimate": {"LUT": 100, "BRAM_18K": 10}} for r in three]
+    )  # fmt: skip
 
 
 def test_a_synthesised_build_joins_the_table_and_alone_sets_the_margin(tmp_path):

@@ -8,12 +8,11 @@ post/estimate above 1 is the estimate's shortfall.
 The margin is the largest ratio less 1 over the pairs that set it, so a folding within budget by
 the estimate stays within it after synthesis for every pair seen so far. Below 0 (crediting an
 estimate that runs high) only when at least ``CREDIT_MIN_PAIRS`` independent pairs (distinct
-sources) all run high: one design's overestimate says little of another's (FINN's LUT model is
-per-layer and its errors differ by layer type and width), and a budget cut short fails placement
-after an hour of Vivado while a margin too large costs FPS only. The published evidence today is
-one current pair (FINN pull request 209), so LUT gets no credit however high the estimate runs
-there. BRAM: FINN counts BRAM18 halves; Vivado reports RAMB36 and RAMB18 tiles, taken as two
-and one BRAM18.
+networks: one network on two boards of the same part is one design) all run high: one design's
+overestimate says little of another's (FINN's LUT model is per layer and its errors differ by
+layer type and width), and a budget cut short fails placement after an hour of Vivado while a
+margin too large costs FPS only. BRAM: FINN counts BRAM18 halves; Vivado reports RAMB36 and
+RAMB18 tiles, taken as two and one BRAM18.
 
 Pairs come from two places:
 
@@ -112,6 +111,7 @@ def own_pairs(root: Path = REPO_ROOT / "bitstreams", shell: dict | None = None) 
             "source": path.relative_to(Path(root).parent).as_posix(),
             "scope": pair["scope"],
             "finn": "FINN+ 1.6.1 (ours)",
+            "network": man.get("network"),
             "post": pair["post"],
             "estimate": pair["estimate"],
             "current": True,
@@ -131,7 +131,7 @@ def table(root: Path = REPO_ROOT / "bitstreams") -> list[dict]:
     return rows
 
 
-# Independent pairs (distinct sources) that must all run high before the margin goes below 0.
+# Independent pairs (distinct networks) that must all run high before the margin goes below 0.
 CREDIT_MIN_PAIRS = 3
 
 
@@ -150,7 +150,7 @@ def margin(rows: list[dict] | None = None) -> dict[str, float]:
     for k in RESOURCES:
         seen = [r for r in used if r["ratio"][k] is not None]
         worst = max((r["ratio"][k] for r in seen), default=1.0) - 1
-        if len({r["source"] for r in seen}) < CREDIT_MIN_PAIRS:
+        if len({r["network"] for r in seen}) < CREDIT_MIN_PAIRS:
             worst = max(0.0, worst)
         out[k] = round(worst, 3)
     return out
@@ -187,8 +187,7 @@ def to_markdown(rows: list[dict]) -> str:
     span = ", ".join(f"{k} {v[0]}-{v[1]}" for k, v in s.items() if v)
     who = "our own builds" if any(r["own"] for r in rows) else "the current published pairs"
     lines += [
-        "",
-        *notes,
+        *(["", *notes] if notes else []),
         "",
         f"Spread of post/estimate over all {len(rows)} pairs: {span}. Margin (largest ratio less 1 "
         f"over {who}, {len(used)} pair(s); below 0 only when {CREDIT_MIN_PAIRS} independent "
