@@ -232,3 +232,6 @@ def test_todays_manifest_format_joins_as_a_layers_pair(tmp_path):
     assert own["post"] == {"LUT": 32000, "BRAM_18K": 81, "DSP": 0}  # the two layers only
     assert own["estimate"] == {"LUT": 30000, "BRAM_18K": 80, "DSP": 0}
     assert calibration.margin(calibration.table(tmp_path))["LUT"] == round(32000 / 30000 - 1, 3)
+    # the build's own shell: (top) less every dataflow node but the IODMA (smartconnect is in it)
+    assert calibration.measured_shell(res) == {"LUT": 40000 - 32500, "BRAM_18K": 123 - 85, "DSP": 0}
+    assert "shell measured in this build" in own["note"] and "LUT 7,500" in own["note"]

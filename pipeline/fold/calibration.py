@@ -69,6 +69,15 @@ def published_pairs() -> list[dict]:
     return rows
 
 
+def measured_shell(res: dict) -> dict[str, int]:
+    """The shell as fabric.SHELL counts it, from one build's post_synth_resources.json: "(top)"
+    less every dataflow node row but the IODMAs (``top_*`` rows are the shell's own blocks)."""
+    top = _post(res["(top)"])
+    nodes = [_post(v) for k, v in res.items()
+             if not k.startswith(("(top)", "top_")) and "IODMA" not in k]  # fmt: skip
+    return {k: top[k] - sum(n[k] for n in nodes) for k in RESOURCES}
+
+
 def own_pair(man: dict, shell: dict) -> dict | None:
     """One manifest's pair, or None before synthesis. With our whole-fabric estimate in the
     manifest (``estimates.fabric``): the whole design, the shell figure taken off both sides.
@@ -90,20 +99,21 @@ def own_pair(man: dict, shell: dict) -> dict | None:
         post = {k: sum(r[k] for r in rows) for k in RESOURCES}
         estimate = {k: int(est.get(k, 0)) for k in RESOURCES}
         scope = "layers"
-    return {"post": post, "estimate": estimate, "scope": scope}
+    return {"post": post, "estimate": estimate, "scope": scope, "shell": measured_shell(res)}
 
 
 def own_pairs(root: Path = REPO_ROOT / "bitstreams", shell: dict | None = None) -> list[dict]:
     """Pairs from our released bitstreams (``bitstreams/NET/BOARD/manifest.json``)."""
     from maskbnn.pipeline.finn.fabric import SHELL  # fabric.py imports this module
 
+    shell = SHELL if shell is None else shell
     rows = []
     for path in sorted(Path(root).glob("*/*/manifest.json")):
         try:
             man = json.loads(path.read_text())
         except json.JSONDecodeError:
             continue
-        pair = own_pair(man, SHELL if shell is None else shell)
+        pair = own_pair(man, shell)
         if pair is None:
             continue  # not synthesised yet: nothing to compare
         rows.append({
@@ -112,6 +122,10 @@ def own_pairs(root: Path = REPO_ROOT / "bitstreams", shell: dict | None = None) 
             "scope": pair["scope"],
             "finn": "FINN+ 1.6.1 (ours)",
             "network": man.get("network"),
+            "note": "shell measured in this build (top less the dataflow nodes but the IODMAs): "
+            + ", ".join(f"{k} {v:,}" for k, v in pair["shell"].items())
+            + "; the shell figure: "
+            + ", ".join(f"{k} {int(shell[k]):,}" for k in RESOURCES),
             "post": pair["post"],
             "estimate": pair["estimate"],
             "current": True,
