@@ -162,11 +162,15 @@ ops: setup
 methods-table: setup
 	$(MASKBNN) methods-table --board $(BOARD) --out $(BUILD)/methods
 
+# bench-verify times the executor against FINN on each width's hardware graph: built first.
+BENCH_NETS = $(PY) -c 'from maskbnn.bench.verify import NETS; print(*NETS)'
 bench: setup
+	nets=$$($(BENCH_NETS)) || exit 2; \
+	for n in $$nets; do $(MAKE) --no-print-directory build NET=$$n BOARD=$(BOARD) || exit 1; done
 	$(MASKBNN) bench-train
-	$(PY) -m maskbnn.bench.verify
-	$(PY) -m maskbnn.bench.driver
-	$(PY) -m maskbnn.bench.prepare
+	$(MASKBNN) bench-verify --board $(BOARD)
+	$(MASKBNN) bench-driver
+	$(MASKBNN) bench-prepare
 
 # --- the Docker image (Vivado mounted at run time) ----------------------------------------------
 # DOCKER_BUILD_OPTS / DOCKER_RUN_OPTS pass options through (e.g. --network host); CA_CERT is a PEM

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -170,17 +169,14 @@ def write_report(results: dict, out_dir: Path) -> tuple[Path, Path]:
     return jpath, mpath
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=BUILD_DIR / "bench")
     p.add_argument("--repeats", type=int, default=5)
-    args = p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     results = bench(repeats=args.repeats)
     jpath, mpath = write_report(results, args.out)
     print(mpath.read_text())
     print(f"wrote {jpath}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -159,17 +158,14 @@ def write_report(r: dict, out_dir: Path) -> tuple[Path, Path]:
     return jpath, mpath
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=BUILD_DIR / "bench")
     p.add_argument("--images", type=int, default=1000, help="how many sample images to upscale")
     p.add_argument("--workers", type=int, default=0, help="data prepare processes (0: per core)")
-    args = p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     jpath, mpath = write_report(bench(args.images, args.workers), args.out)
     print(mpath.read_text())
     print(f"wrote {jpath}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,28 +18,37 @@ from pathlib import Path
 import numpy as np
 
 from maskbnn.errors import UserError, VerificationError
-from maskbnn.paths import BUILD_DIR, SAMPLE_DIR
+from maskbnn.paths import BUILD_DIR, SAMPLE_DIR, rel
 from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.data.datasets import load_dataset
 from maskbnn.report import md_table
 
 
-def bench(net: str, board: str, finn_images: int, hwexec_images: int, threads: int | None) -> dict:
+def bench(
+    net: str,
+    board: str,
+    finn_images: int,
+    hwexec_images: int,
+    threads: int | None,
+    build_root: Path = BUILD_DIR,
+) -> dict:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=threads, user_api="blas"):
-        row = _bench(net, board, finn_images, hwexec_images)
+        row = _bench(net, board, finn_images, hwexec_images, build_root)
     row["blas_threads"] = threads or "default"
     return row
 
 
-def _bench(net: str, board: str, finn_images: int, hwexec_images: int) -> dict:
+def _bench(net: str, board: str, finn_images: int, hwexec_images: int, build_root: Path) -> dict:
     from maskbnn.pipeline.finn.hwgraph import read_program
     from maskbnn.pipeline.verify.stages import finn_hw_trace
 
-    hw = BuildDir.of(net, board).hw_model
+    hw = BuildDir.of(net, board, build_root).hw_model
     if not hw.is_file():
-        raise UserError(f"no build at {hw.parent}: run `maskbnn build --net {net} --board {board}`")
+        raise UserError(
+            f"no build at {rel(hw.parent)}: run `maskbnn build --net {net} --board {board}`"
+        )
     program = read_program(hw)
     x = load_dataset("maskedface", SAMPLE_DIR, "all").x
     xs = np.concatenate([x] * (hwexec_images // len(x) + 1))[:hwexec_images]
@@ -92,21 +101,25 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--nets", nargs="+", default=["mask_1w1a_0.25", "mask_1w1a_0.5", "mask_1w1a"])
+NETS = ("mask_1w1a_0.25", "mask_1w1a_0.5", "mask_1w1a")  # the widths; `make bench` builds them
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nets", nargs="+", default=list(NETS))
     p.add_argument("--board", default="Pynq-Z1")
     p.add_argument("--finn-images", type=int, default=5)
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--threads", nargs="+", default=["1", "default"], help="BLAS thread settings")
+    p.add_argument("--build-root", type=Path, default=BUILD_DIR, help="where the builds are")
     p.add_argument("--out", type=Path, default=BUILD_DIR / "bench")
-    args = p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     rows = []
     for net in args.nets:
         for t in args.threads:
-            r = bench(
-                net, args.board, args.finn_images, args.images, None if t == "default" else int(t)
-            )
+            threads = None if t == "default" else int(t)
+            r = bench(net, args.board, args.finn_images, args.images, threads, args.build_root)
             print(f"{net} ({t} BLAS threads): executor {r['hwexec_images_per_second']:,} img/s, FINN "
               f"{r['finn_seconds_per_image']} s/img, {r['speedup']:,}x", flush=True)  # fmt: skip
             rows.append(r)
@@ -114,7 +127,3 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "hwexec.json").write_text(json.dumps(rows, indent=2) + "\n")
     (args.out / "hwexec.md").write_text(to_markdown(rows))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -16,6 +16,9 @@ COMMANDS = {
     "data": ("maskbnn.pipeline.data.cli", "prepare, summarise or sample MaskedFace-Net data"),
     "train": ("maskbnn.pipeline.train.cli", "train or evaluate a network (bnn_pynq-compatible)"),
     "bench-train": ("maskbnn.bench.train", "training speed vs upstream bnn_pynq"),
+    "bench-verify": ("maskbnn.bench.verify", "bit-exact NumPy executor vs FINN execute_onnx"),
+    "bench-driver": ("maskbnn.bench.driver", "driver packing vs FINN's"),
+    "bench-prepare": ("maskbnn.bench.prepare", "data prepare on 1024 px JPEGs"),
     "demo": ("maskbnn.pipeline.demo", "run every stage on the shipped sample and weights"),
     "export": (
         "maskbnn.pipeline.export.qonnx_export",

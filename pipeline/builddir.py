@@ -1,4 +1,5 @@
-"""Every artefact of `build/<net>/<board>/` (and the network's `build/<net>/export/`), named once.
+"""Every artefact of `build/<net>/<board>/` (and the network's `build/<net>/export/`, and the release
+folder `bitstreams/<net>/<board>/`), named once.
 
 Stages take a folder (a test's tmp_path, or the default under `build/`) and reach each file through
 a `BuildDir`, so a file's name is written in one place and Make, the steps and the stages agree.
@@ -9,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from maskbnn.paths import BUILD_DIR
+from maskbnn.paths import BUILD_DIR, REPO_ROOT
+
+BITSTREAMS_DIR = REPO_ROOT / "bitstreams"
 
 
 @dataclass(frozen=True)
@@ -96,3 +99,8 @@ def export_dir(net: str, build_root: Path = BUILD_DIR) -> Path:
 
 def export_index(folder: Path) -> Path:
     return Path(folder) / "export.json"
+
+
+def bitstream_dir(net: str, board: str, root: Path = BITSTREAMS_DIR) -> Path:
+    """bitstreams/<net>/<board>: where `maskbnn bitstream` releases and `maskbnn deploy` looks."""
+    return Path(root) / net / board

@@ -9,6 +9,7 @@ from maskbnn.paths import REPO_ROOT
 # (importer prefix, forbidden import prefix)
 FORBIDDEN = [
     ("maskbnn.pipeline.release.bitstream", "maskbnn.pipeline.release.deploy"),
+    ("maskbnn.pipeline.release.deploy", "maskbnn.pipeline.release.bitstream"),
     ("maskbnn.pipeline.rtlsim", "maskbnn.pipeline.release"),
     ("maskbnn.pipeline.finn", "maskbnn.pipeline.release.bitstream"),
     ("maskbnn.pipeline.finn", "maskbnn.pipeline.release"),

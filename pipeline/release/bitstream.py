@@ -42,7 +42,7 @@ import numpy as np
 from maskbnn.config import BOARDS, load_network_config
 from maskbnn.errors import MissingToolError, UserError
 from maskbnn.paths import REPO_ROOT, rel
-from maskbnn.pipeline.builddir import BuildDir
+from maskbnn.pipeline.builddir import BuildDir, bitstream_dir
 from maskbnn.pipeline.finn import deps as finn_deps
 from maskbnn.pipeline.finn import env as finn_env
 from maskbnn.pipeline.finn.hardware import applied_folding, fifo_sizing, generate_sources
@@ -57,7 +57,6 @@ from maskbnn.pipeline.verify.gate import verified_build
 from maskbnn.pipeline.verify.stages import brevitas_outputs
 from maskbnn_board.manifest import sha256_of, write_manifest
 
-BITSTREAMS_DIR = REPO_ROOT / "bitstreams"
 MANIFEST_FORMAT = "maskbnn-bitstream/1"
 # Vivado board parts FINN+'s Zynq shell sets (finn/transformation/fpgadataflow/templates.py)
 BOARD_PARTS = {
@@ -69,10 +68,6 @@ TOOL_ENV = {"vivado": ("XILINX_VIVADO",), "vitis_hls": ("XILINX_HLS", "XILINX_VI
 # what FINN+'s finn_xsi/CMakeLists.txt needs for simulated FIFO sizing (Debian's libboost-dev)
 BOOST_HEADER = Path("/usr/include/boost/program_options.hpp")
 GOLDEN_IMAGES = 100  # real images with the Brevitas model's outputs shipped next to a bitstream
-
-
-def bitstream_dir(net: str, board: str) -> Path:
-    return BITSTREAMS_DIR / net / board
 
 
 # --- tools and board files ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from maskbnn.config import BOARDS
 from maskbnn.paths import rel
+from maskbnn.pipeline.builddir import bitstream_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,6 +31,6 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     m = run_bitstream(args.net, args.board, args.build, args.board_files, args.checkpoint, args.out)
-    where = args.out or Path("bitstreams") / args.net / m["board"]
+    where = args.out or bitstream_dir(args.net, m["board"])
     print(f"bitstream for {m['network']} on {m['board']}: {rel(Path(where))} ({m['seconds']} s)")
     return 0

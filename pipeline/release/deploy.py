@@ -34,7 +34,7 @@ from maskbnn.config import load_network_config
 from maskbnn.errors import UserError, VerificationError
 from maskbnn.models.checkpoint import pretrained_path
 from maskbnn.paths import BUILD_DIR, REPO_ROOT, SAMPLE_DIR
-from maskbnn.pipeline.builddir import BuildDir
+from maskbnn.pipeline.builddir import BuildDir, bitstream_dir
 from maskbnn.pipeline.data.maskedface import (
     CLASSES,
     IMAGE_EXTENSIONS,
@@ -477,8 +477,6 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.finn_settings is None:
         verified_build(args.net, args.board, build)
-    from maskbnn.pipeline.release.bitstream import bitstream_dir
-
     release = args.release or bitstream_dir(args.net, args.board)
     found = (
         release_artifacts(release, hw_model, args.net, args.board) if hw_model.is_file() else None

@@ -24,6 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -393,30 +394,103 @@ def _splits(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, hp: dic
     return train, test, val
 
 
+@dataclasses.dataclass
+class _Run:
+    """One training session: its settings, data and run folder, shared by the steps of `_train`."""
+
+    args: argparse.Namespace
+    cfg: NetworkConfig  # with the run's effective binary method
+    datadir: Path
+    rt: Any  # distributed.Runtime: device, rank, world size
+    ckpt: dict | None  # the checkpoint --resume names
+    hp: dict
+    balance: str  # --class-balance: none, weights or sample
+    teacher: str | None
+    train: ArrayDataset
+    test: ArrayDataset
+    val: ArrayDataset | None  # --val-faces
+    run_dir: Path
+    command: str
+
+    @property
+    def saved_hp(self) -> dict:
+        return (self.ckpt or {}).get("hparams", {})
+
+    @property
+    def writes(self) -> bool:
+        return not self.args.dry_run and self.rt.is_main  # only rank 0 logs and writes files
+
+    def log(self, line: str) -> None:
+        if not self.rt.is_main:
+            return
+        print(line, flush=True)
+        if self.writes:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / "log.txt", "a") as f:
+                f.write(line + "\n")
+
+
 def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> int:
-    import torch
+    from maskbnn.pipeline.train.trainer import to_tensors
 
-    from maskbnn.models.checkpoint import load_weights, pretrained_path
-    from maskbnn.models.registry import build_model
-    from maskbnn.pipeline.train import distributed
-    from maskbnn.pipeline.train.plots import plot_confusion, plot_training_curve
-    from maskbnn.pipeline.train.trainer import (
-        Checkpoints,
-        ClipWeights,
-        Trainer,
-        class_weights,
-        make_loss,
-        make_optimizer,
-        make_scheduler,
-        to_tensors,
-    )
+    run = _setup(args, cfg, datadir, rt)
+    trainer, average, checkpoints = _make_trainer(run)
+    start = _resume(run, trainer, checkpoints)
+    t0 = time.perf_counter()
+    # With --val-faces the test split is not looked at until the weights are final.
+    val = run.test if run.val is None else run.val
+    result = trainer.fit(run.train, val, run.hp["epochs"], start_epoch=start)
+    # The average's BatchNorm pass runs on every rank (its statistics are collective).
+    swa = average.finish(trainer, to_tensors(run.train)[0]) if average is not None else None
+    if not rt.is_main:
+        return 0
+    metrics = _final_metrics(run, trainer, result, t0)
+    if average is not None:
+        out = None if args.dry_run else run.run_dir / "checkpoints" / "swa.tar"
+        splits = {"val": run.val, "test": run.test}
+        metrics["swa"] = _finish_average(
+            average, swa, trainer, run.train, splits, run.cfg.name, run.hp, out, run.log
+        )
+    if not args.dry_run:
+        _write_outputs(run, trainer, metrics)
+    return 0
 
+
+def _setup(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> _Run:
+    """The session's effective config, hparams and data, and its run folder: the one --resume
+    continues, else a new timestamped one under --experiments."""
     ckpt = _resumed_checkpoint(args.resume, cfg.name) if args.resume else None
     saved_hp = (ckpt or {}).get("hparams", {})
     cfg = with_method(cfg, args.method, saved_hp.get("method"))
     hp, balance, teacher = _hparams(args, cfg, ckpt, rt)
     train, test, val = _splits(args, cfg, datadir, hp, rt)
+    if ckpt is not None:
+        ck = Path(args.resume).resolve().parent
+        run_dir = ck.parent if ck.name == "checkpoints" else ck
+    else:
+        run_dir = args.experiments / f"{cfg.name}_{datetime.now().strftime('%Y%m%d_%H%M%S')}"
+    command = shlex.join(["maskbnn", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else ""
+    return _Run(
+        args, cfg, datadir, rt, ckpt, hp, balance, teacher, train, test, val, run_dir, command
+    )
 
+
+def _make_trainer(run: _Run):
+    """The seeded model, its optimizer, schedule, loss and hooks in a Trainer; also the hooks
+    `_train` reads afterwards (the weight average, the checkpoints; None when not used)."""
+    import torch
+
+    from maskbnn.models.checkpoint import load_weights, pretrained_path
+    from maskbnn.models.registry import build_model
+    from maskbnn.pipeline.train.trainer import (
+        Trainer,
+        class_weights,
+        make_loss,
+        make_optimizer,
+        make_scheduler,
+    )
+
+    args, cfg, hp, rt = run.args, run.cfg, run.hp, run.rt
     torch.manual_seed(hp["random_seed"])
     model = build_model(cfg.model)
     if args.pretrained:
@@ -428,64 +502,21 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> i
     scheduler = make_scheduler(
         hp["scheduler"], optimizer, hp["epochs"], hp["milestones"], hp["warmup_epochs"]
     )
-
-    if ckpt is not None:
-        ck = Path(args.resume).resolve().parent
-        run_dir = ck.parent if ck.name == "checkpoints" else ck
-    else:
-        stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-        run_dir = args.experiments / f"{cfg.name}_{stamp}"
-    writes = not args.dry_run and rt.is_main  # only rank 0 logs and writes files
-    logfile = run_dir / "log.txt" if writes else None
-    if logfile:
-        logfile.parent.mkdir(parents=True, exist_ok=True)
-
-    def log(line: str) -> None:
-        if not rt.is_main:
-            return
-        print(line, flush=True)
-        if logfile:
-            with open(logfile, "a") as f:
-                f.write(line + "\n")
-
-    command = shlex.join(["maskbnn", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else ""
-    hooks = [ClipWeights(-1.0, 1.0)]
-    if cfg.model.method is not None:
-        from maskbnn.pipeline.train.method_hooks import EdeAnneal
-
-        method = BinaryMethod.from_dict(cfg.model.method)
-        if method.uses_ede:
-            hooks.insert(0, EdeAnneal(method.ede_t_min, method.ede_t_max))
-    average = None
-    if hp.get("swa") is not None:  # before the checkpoints, which save its state
-        from maskbnn.pipeline.train.weight_average import WeightAverage
-
-        average = WeightAverage(hp["swa"])
-        hooks.append(average)
-    if writes:
-        extra = {"hparams": hp, "datadir": str(datadir), "classes": list(train.classes)}
-        checkpoints = Checkpoints(run_dir / "checkpoints", cfg.name, extra)
-        hooks.append(checkpoints)
-        if args.save_every:
-            from maskbnn.pipeline.train.method_hooks import SaveEvery
-
-            hooks.append(SaveEvery(checkpoints, args.save_every))
-    distill = _distiller(cfg, hp, rt.device) if teacher else None
+    hooks, average, checkpoints = _hooks(run)
+    distill = _distiller(cfg, hp, rt.device) if run.teacher else None
+    n = cfg.model.num_classes
+    weights = class_weights(run.train.y, n) if run.balance == "weights" else None
     trainer = Trainer(
         model,
-        make_loss(
-            hp["loss"],
-            cfg.model.num_classes,
-            class_weights(train.y, cfg.model.num_classes) if balance == "weights" else None,
-        ),
+        make_loss(hp["loss"], n, weights),
         optimizer,
         scheduler,
-        train.classes,
+        run.train.classes,
         batch_size=hp["batch_size"],
         augment=hp["augment"],
         seed=hp["random_seed"],
         hooks=hooks,
-        log=log,
+        log=run.log,
         log_freq=args.log_freq,
         progress=args.progress and rt.is_main,
         fast=args.fast_binary,
@@ -493,73 +524,122 @@ def _train(args: argparse.Namespace, cfg: NetworkConfig, datadir: Path, rt) -> i
         amp=args.amp,
         precise_bn=hp.get("precise_bn", False),
         runtime=rt,
-        balanced_sampling=balance == "sample",
+        balanced_sampling=run.balance == "sample",
     )
+    return trainer, average, checkpoints
+
+
+def _hooks(run: _Run):
+    """The trainer's hooks in their order (EDE annealing, weight clipping, the weight average,
+    checkpoints), and the weight average and checkpoints themselves (None when not used)."""
+    from maskbnn.pipeline.train.trainer import Checkpoints, ClipWeights
+
+    hooks = [ClipWeights(-1.0, 1.0)]
+    if run.cfg.model.method is not None:
+        from maskbnn.pipeline.train.method_hooks import EdeAnneal
+
+        method = BinaryMethod.from_dict(run.cfg.model.method)
+        if method.uses_ede:
+            hooks.insert(0, EdeAnneal(method.ede_t_min, method.ede_t_max))
+    average = None
+    if run.hp.get("swa") is not None:  # before the checkpoints, which save its state
+        from maskbnn.pipeline.train.weight_average import WeightAverage
+
+        average = WeightAverage(run.hp["swa"])
+        hooks.append(average)
+    checkpoints = None
+    if run.writes:
+        extra = {"hparams": run.hp, "datadir": str(run.datadir), "classes": list(run.train.classes)}
+        checkpoints = Checkpoints(run.run_dir / "checkpoints", run.cfg.name, extra)
+        hooks.append(checkpoints)
+        if run.args.save_every:
+            from maskbnn.pipeline.train.method_hooks import SaveEvery
+
+            hooks.append(SaveEvery(checkpoints, run.args.save_every))
+    return hooks, average, checkpoints
+
+
+def _resume(run: _Run, trainer, checkpoints) -> int:
+    """Restore the --resume checkpoint's weights and trainer state (else log a fresh start), make
+    every rank start from rank 0's weights, and log the session; returns the first epoch to train.
+    A finished run given --precise-bn has its last weights' BatchNorm statistics recomputed."""
+    import torch
+
+    from maskbnn.models.checkpoint import load_weights
+    from maskbnn.pipeline.train import distributed
+    from maskbnn.pipeline.train.trainer import to_tensors
+
+    args, cfg, hp, rt = run.args, run.cfg, run.hp, run.rt
     start = 1
-    if ckpt is not None:
-        load_weights(model, args.resume, cfg.name, strict=args.strict)
-        start = trainer.load_state(ckpt)
-        log(f"resuming {cfg.name} at epoch {start} of {hp['epochs']} from {args.resume}")
+    if run.ckpt is not None:
+        load_weights(trainer.model, args.resume, cfg.name, strict=args.strict)
+        start = trainer.load_state(run.ckpt)
+        run.log(f"resuming {cfg.name} at epoch {start} of {hp['epochs']} from {args.resume}")
     else:
-        held = f", {len(val)} validation (--val-faces)" if val is not None else ""
-        log(f"training {cfg.name} on {datadir}: {len(train)} train{held}, {len(test)} test images")
-    distributed.broadcast_state(model, rt)
-    log(f"command: {command}")
+        held = f", {len(run.val)} validation (--val-faces)" if run.val is not None else ""
+        run.log(
+            f"training {cfg.name} on {run.datadir}: {len(run.train)} train{held}, "
+            f"{len(run.test)} test images"
+        )
+    distributed.broadcast_state(trainer.model, rt)
+    run.log(f"command: {run.command}")
     where = f"{rt.world} processes ({rt.device.type}), global batch" if rt.distributed else "batch"
-    log(f"hyper-parameters: {json.dumps(hp)}; torch threads {torch.get_num_threads()}")
-    log(f"training on {rt.device}; {where} {hp['batch_size']}")
-    if start > hp["epochs"] and hp.get("precise_bn") and not saved_hp.get("precise_bn"):
+    run.log(f"hyper-parameters: {json.dumps(hp)}; torch threads {torch.get_num_threads()}")
+    run.log(f"training on {rt.device}; {where} {hp['batch_size']}")
+    if start > hp["epochs"] and hp.get("precise_bn") and not run.saved_hp.get("precise_bn"):
         # A finished run given --precise-bn: recalibrate its last weights, as if it had been on.
-        n = trainer.recalibrate_bn(to_tensors(train)[0])
-        log(f"finished run: BatchNorm statistics recomputed over {n} training batches")
-        if writes:
+        n = trainer.recalibrate_bn(to_tensors(run.train)[0])
+        run.log(f"finished run: BatchNorm statistics recomputed over {n} training batches")
+        if checkpoints is not None:
             checkpoints.on_epoch_end(trainer, start - 1, {})
     elif start > hp["epochs"]:
-        log(f"nothing to do: the checkpoint already finished epoch {start - 1}")
-    t0 = time.perf_counter()
-    # With --val-faces the test split is not looked at until the weights are final.
-    result = trainer.fit(train, test if val is None else val, hp["epochs"], start_epoch=start)
-    # The average's BatchNorm pass runs on every rank (its statistics are collective).
-    swa = average.finish(trainer, to_tensors(train)[0]) if average is not None else None
-    if not rt.is_main:
-        return 0
-    final = trainer.evaluate(test, desc="final eval")
+        run.log(f"nothing to do: the checkpoint already finished epoch {start - 1}")
+    return start
+
+
+def _final_metrics(run: _Run, trainer, result: dict, t0: float) -> dict:
+    """The last epoch's weights on the test split (and the --val-faces split), with the run's
+    hparams, history and times: the content of metrics.json."""
+    final = trainer.evaluate(run.test, desc="final eval")
+    now = time.perf_counter()
     metrics = {
-        "network": cfg.name,
-        "command": command,
-        "datadir": str(datadir),
-        "n_train": len(train),
-        "device": str(rt.device),
-        "processes": rt.world,
-        "hparams": hp,
-        "epochs": hp["epochs"],
+        "network": run.cfg.name,
+        "command": run.command,
+        "datadir": str(run.datadir),
+        "n_train": len(run.train),
+        "device": str(run.rt.device),
+        "processes": run.rt.world,
+        "hparams": run.hp,
+        "epochs": run.hp["epochs"],
         "best_val_acc": result["best_val_acc"],
         "train_seconds_total": sum(r["train_seconds"] for r in trainer.history),
-        "wall_seconds_this_session": time.perf_counter() - t0,
+        "wall_seconds_this_session": now - t0,
         # plus the earlier sessions that ended with a metrics.json (a killed one leaves none)
-        "wall_seconds_total": time.perf_counter() - t0 + _earlier_wall(run_dir, ckpt),
+        "wall_seconds_total": now - t0 + _earlier_wall(run.run_dir, run.ckpt),
         "test": final,  # the last epoch's weights on the test split
         "history": trainer.history,
     }
-    if val is not None:
-        metrics["val"] = trainer.evaluate(val, desc="final val")
-        log(f"final (last epoch) val top1 {metrics['val']['top1']:.2f}% of {len(val)} images")
-    log(f"final (last epoch) test top1 {final['top1']:.2f}% of {final['n']} images")
-    if average is not None:
-        out = None if args.dry_run else run_dir / "checkpoints" / "swa.tar"
-        splits = {"val": val, "test": test}
-        metrics["swa"] = _finish_average(
-            average, swa, trainer, train, splits, cfg.name, hp, out, log
+    if run.val is not None:
+        metrics["val"] = trainer.evaluate(run.val, desc="final val")
+        run.log(
+            f"final (last epoch) val top1 {metrics['val']['top1']:.2f}% of {len(run.val)} images"
         )
-    if not args.dry_run:
-        _write_json(run_dir / "metrics.json", metrics)
-        if args.metrics_json:
-            _write_json(args.metrics_json, metrics)
-        if trainer.history:
-            plot_training_curve(trainer.history, run_dir / "training_curve.png", cfg.name)
-        plot_confusion(final["confusion"], train.classes, run_dir / "confusion.png", cfg.name)
-        log(f"run folder: {run_dir}")
-    return 0
+    run.log(f"final (last epoch) test top1 {final['top1']:.2f}% of {final['n']} images")
+    return metrics
+
+
+def _write_outputs(run: _Run, trainer, metrics: dict) -> None:
+    """metrics.json (also to --metrics-json), the training curve and the confusion matrix."""
+    from maskbnn.pipeline.train.plots import plot_confusion, plot_training_curve
+
+    name, run_dir = run.cfg.name, run.run_dir
+    _write_json(run_dir / "metrics.json", metrics)
+    if run.args.metrics_json:
+        _write_json(run.args.metrics_json, metrics)
+    if trainer.history:
+        plot_training_curve(trainer.history, run_dir / "training_curve.png", name)
+    plot_confusion(metrics["test"]["confusion"], run.train.classes, run_dir / "confusion.png", name)
+    run.log(f"run folder: {run_dir}")
 
 
 def _finish_average(average, swa, trainer, train, splits: dict, network: str, hp: dict, out, log):
