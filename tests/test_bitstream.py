@@ -214,3 +214,28 @@ def test_missing_finn_dependencies_are_named_with_the_one_command(tmp_path: Path
     monkeypatch.setattr(B, "BOOST_HEADER", tmp_path / "no" / "program_options.hpp")
     with pytest.raises(MissingToolError, match="apt-get install libboost-dev"):
         B.deps_problem(BOARD)
+
+
+def test_failed_rtl_simulation_of_the_graph_is_refused(tmp_path: Path):
+    import json
+    import os
+
+    from maskbnn.errors import VerificationError
+    from maskbnn.pipeline.builddir import BuildDir
+    from maskbnn.pipeline.verify.gate import verified_build
+
+    bd = BuildDir(tmp_path)
+    (tmp_path / "hw.onnx").write_bytes(b"graph")
+    bd.summary.write_text(json.dumps({"hw_model": "hw.onnx"}))
+    bd.verification_json.write_text(json.dumps({"passed": True}))
+    bd.rtlsim.mkdir()
+    bd.rtlsim_json.write_text(json.dumps({"passed": False}))
+    with pytest.raises(VerificationError, match="Verilator"):
+        verified_build(NET, BOARD, tmp_path)
+    bd.rtlsim_json.write_text(json.dumps({"passed": True}))
+    assert verified_build(NET, BOARD, tmp_path)[1]["passed"]
+    # a failed report about an earlier graph says nothing about this one
+    bd.rtlsim_json.write_text(json.dumps({"passed": False}))
+    old = (tmp_path / "hw.onnx").stat().st_mtime - 60
+    os.utime(bd.rtlsim_json, (old, old))
+    assert verified_build(NET, BOARD, tmp_path)[1]["passed"]

@@ -1,5 +1,6 @@
 """The gate between verification and release: only a build whose hardware graph passed `maskbnn
-verify` (and has not changed since) goes on to a bitstream or a board package."""
+verify` (and has not changed since), and whose Verilator simulation, when one ran on that graph,
+passed too, goes on to a bitstream or a board package."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def verified_build(net: str, board: str, build: Path) -> tuple[dict, dict]:
     """build.json and a passed verification.json newer than the hardware graph: what `maskbnn
     bitstream` and `maskbnn deploy` start from. UserError without them, VerificationError (exit 3)
     when the report says the chain failed."""
-    info, ver = BuildDir(build).summary, BuildDir(build).verification_json
+    bd = BuildDir(build)
+    info, ver = bd.summary, bd.verification_json
     if not info.is_file():
         raise UserError(f"no build in {rel(build)}: run `make build NET={net} BOARD={board}`")
     summary = json.loads(info.read_text())
@@ -31,4 +33,14 @@ def verified_build(net: str, board: str, build: Path) -> tuple[dict, dict]:
         raise UserError(
             f"{rel(ver)} is older than {rel(hw_model)}: run `make verify NET={net} BOARD={board}`"
         )
+    # Make runs `maskbnn rtlsim` before its stamp; a direct `maskbnn deploy`/`bitstream` must not
+    # ship a graph Verilator found wrong. No report (Verilator absent) or one older than the graph
+    # says nothing about this graph.
+    sim = bd.rtlsim_json
+    if sim.is_file() and sim.stat().st_mtime >= hw_model.stat().st_mtime:
+        if not json.loads(sim.read_text()).get("passed"):
+            raise VerificationError(
+                f"{rel(sim)} reports a failed Verilator simulation of this graph: nothing is "
+                f"built or shipped from it (`make verify NET={net} BOARD={board}` re-runs it)"
+            )
     return summary, report
