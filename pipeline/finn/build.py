@@ -81,6 +81,7 @@ def steps(finn_minimize: bool = False) -> list[tuple[str, Callable]]:
         step_minimize_bit_width_xnor_safe,
         step_streamline_bipolar_pad,
     )
+    from maskbnn.pipeline.finn.rtl_mvau import step_split_rtl_mvau
 
     minimize_initial = (
         S.step_minimize_bit_width_initial if finn_minimize else step_minimize_bit_width_xnor_safe
@@ -91,6 +92,7 @@ def steps(finn_minimize: bool = False) -> list[tuple[str, Callable]]:
         ("tidy_up", S.step_tidy_up),
         ("streamline", step_streamline_bipolar_pad),
         ("convert_to_hw", step_convert_to_hw_actval_safe),
+        ("split_rtl_mvau", step_split_rtl_mvau),
         ("minimize_bit_width_initial", minimize_initial),
         ("create_dataflow_partition", S.step_create_dataflow_partition),
         ("specialize_layers", S.step_specialize_layers),

@@ -235,7 +235,7 @@ def _mvau_options(model, node, part: str, max_simd: int | None = None) -> list[O
         for simd in divisors(mw):
             if pe * simd * wbits > MAX_AP_INT_W or (max_simd and simd > max_simd):
                 continue
-            for style, res_type in itertools.product(MVAU_RAM_STYLES, _res_types(node, inst)):
+            for style, res_type in itertools.product(_ram_styles(node), _res_types(node, inst)):
                 attrs = {
                     node.name: {
                         "PE": pe,
@@ -260,6 +260,13 @@ def _mvau_options(model, node, part: str, max_simd: int | None = None) -> list[O
                     }
                     options.append(_price(model, full, part))
     return options
+
+
+def _ram_styles(node) -> tuple[str, ...]:
+    """Where the MVAU's weights may go. FINN's MVAU_rtl.lut_estimation returns 0 whatever the
+    memory style, so LUTRAM weights would look free to the search; the RTL MVAU is offered with
+    its weights in BRAM only, which FINN does price."""
+    return ("block",) if node.op_type == "MVAU_rtl" else MVAU_RAM_STYLES
 
 
 def _res_types(node, inst) -> tuple[str, ...]:
