@@ -60,6 +60,22 @@ def test_split_keeps_outputs_on_real_images(before_split, images):
     np.testing.assert_array_equal(_run(split, images), _run(before_split, images))
 
 
+def test_build_config_switches_the_split(before_split):
+    """build.rtl_mvau (on by default; off for cnv_1w1a, the finn-examples design the margin is
+    calibrated on) selects the split or leaves FINN's HLS MVAU with its thresholds."""
+    import copy
+
+    from maskbnn.config import load_network_config
+    from maskbnn.pipeline.finn.build import steps
+
+    assert load_network_config("mask_1w1a_0.25").build.rtl_mvau
+    assert not load_network_config("cnv_1w1a").build.rtl_mvau
+    for on, inputs in ((True, 2), (False, 3)):
+        step = dict(steps(rtl_mvau=on))["split_rtl_mvau"]
+        m = step(copy.deepcopy(before_split), None)
+        assert len(m.get_nodes_by_op_type("MVAU")[0].input) == inputs
+
+
 def test_build_specialises_the_first_conv_to_the_rtl_mvau(built_025):
     model = ModelWrapper(str(built_025["dir"] / "hw_model.onnx"))
     ops = [n.op_type for n in model.graph.node]

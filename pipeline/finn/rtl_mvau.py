@@ -91,3 +91,8 @@ def step_split_rtl_mvau(model: ModelWrapper, cfg) -> ModelWrapper:
     """Our build step (after convert_to_hw, before the bit-width minimisation and
     specialize_layers): see the module doc."""
     return model.transform(SplitThresholdsForRtlMvau())
+
+
+def step_keep_hls_mvau(model: ModelWrapper, cfg) -> ModelWrapper:
+    """The same step with build.rtl_mvau off: the MVAU keeps its thresholds (FINN's HLS MVAU)."""
+    return model

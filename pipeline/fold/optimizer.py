@@ -693,7 +693,11 @@ def _run_steps_to_specialize(net: str, board: str, out: Path) -> None:
         verify_steps=[],
     )
     m, _ = run_finn_steps(
-        ModelWrapper(str(exported.topk)), fcfg, steps(), stop="specialize_layers", log=False
+        ModelWrapper(str(exported.topk)),
+        fcfg,
+        steps(rtl_mvau=cfg.build.rtl_mvau),
+        stop="specialize_layers",
+        log=False,
     )
     out.mkdir(parents=True, exist_ok=True)
     m.save(str(out / "specialize_layers.onnx"))
