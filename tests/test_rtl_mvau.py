@@ -144,3 +144,18 @@ def test_static_checks_read_the_split_thresholds(built_025):
     thr.attrs["in_dtype"] = "INT8"
     assert any(thr.name in p and "in_dtype is INT8" in p for p in dtype_range_problems(program))
     assert any(thr.name in p for p in worst_case_layer_problems(program))
+
+
+@pytest.mark.slow
+def test_published_folding_keeps_the_rtl_mvau_on_dsps():
+    """fold-report's published foldings (LUT multipliers, as published) stay legal when the
+    first conv is FINN's RTL MVAU, which takes only resType 'dsp'."""
+    from maskbnn.pipeline.fold import compare as fc
+    from maskbnn.pipeline.fold import optimizer as fo
+    from maskbnn.pipeline.fold.folding import folding_problems
+
+    graph = fo.load_graph(fo.hardware_graph("mask_1w1a", "Pynq-Z1"))
+    units = fo.build_units(graph, PART)
+    folding, _ = fc.published_folding(graph, "finn-examples cnv-w1a1", units, PART)
+    assert folding["MVAU_rtl_0"]["resType"] == "dsp" and folding["MVAU_hls_0"]["resType"] == "lut"
+    assert folding_problems(graph, folding) == []

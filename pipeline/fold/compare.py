@@ -123,8 +123,10 @@ def published_folding(graph, name: str, units: list[fo.Unit], part: str) -> tupl
             notes.append(f"last PE -> {pe} for {mh} classes")
         if mh % pe or mw % simd:
             return None, f"{node.name}: PE {pe} / SIMD {simd} do not divide MH {mh} / MW {mw}"
+        # LUT multipliers as published, where the layer has that choice (FINN's RTL MVAU has not)
+        res_type = fo._res_types(node, inst)[0]
         folding[node.name] = {"PE": pe, "SIMD": simd, "ram_style": "block",
-                              "mem_mode": "internal_decoupled", "resType": "lut"}  # fmt: skip
+                              "mem_mode": "internal_decoupled", "resType": res_type}  # fmt: skip
         swg = fo._swg_of(graph, node)
         if swg is not None:
             ch = int(getCustomOp(swg).get_nodeattr("IFMChannels"))
