@@ -166,10 +166,16 @@ class PublishedPair:
     """A published post-synthesis figure and FINN+ 1.6.1's estimate of the same folding."""
 
     design: StrictStr
-    source: StrictStr
+    source: StrictStr  # where the post figure is published (URL, or paper and table)
+    scope: StrictStr  # what the post figure covers (the shell or not, which nodes)
+    finn: StrictStr  # the FINN version and flow that built the published design
+    network: StrictStr  # our graph the estimate is of (build_configs/NAME.yaml)
+    folding: StrictStr  # the published folding, a key of folding.yaml's `published`
     post: Resources
     estimate: Resources
     current: StrictBool  # False: shown for the spread, not used for the margin
+    whole_design: StrictBool = False  # post includes the shell: fabric.SHELL is taken off
+    note: StrictStr = ""
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -183,7 +189,15 @@ CALIBRATION_TABLE = BUILD_CONFIGS / "tables" / "calibration.yaml"
 
 
 def load_calibration_table(path: Path = CALIBRATION_TABLE) -> CalibrationTable:
-    return parse(CalibrationTable, load_yaml(path), str(path))
+    """The published pairs; each names a network with a config and a published folding of the
+    folding table beside it (the estimate column is FINN's estimate of that folding there)."""
+    table = parse(CalibrationTable, load_yaml(path), str(path))
+    _known_networks(path, {p.network for p in table.published})
+    known = load_folding_table(Path(path).parent / "folding.yaml").published
+    unknown = sorted({p.folding for p in table.published} - set(known))
+    if unknown:
+        raise UserError(f"{path}: unknown foldings {unknown}; valid names: {', '.join(known)}")
+    return table
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -127,18 +127,26 @@ def test_the_calibration_and_network_set_tables_are_typed(tmp_path):
     from maskbnn.config import load_calibration_table, load_network_sets
 
     pairs = load_calibration_table().published
-    assert [p.current for p in pairs] == [True, False] and pairs[0].post.BRAM_36K == 98
+    assert [p.current for p in pairs] == [True, False, False] and pairs[0].post.BRAM_36K == 98
+    assert [p.whole_design for p in pairs] == [False, False, True]
+    assert {p.network for p in pairs} == {"cnv_1w1a", "mask_1w1a"}
     assert "mask_1w1a_0.5" in load_network_sets().estimates
     (tmp_path / "tables").mkdir()
     (tmp_path / "mask_1w1a.yaml").write_text("")
-    bad = tmp_path / "tables" / "calibration.yaml"
-    bad.write_text(
-        "published:\n- {design: d, source: s, current: true,\n"
-        "   post: {LUT: many, BRAM_18K: 1, DSP: 0}, estimate: {LUT: 1, BRAM_18K: 1, DSP: 0}}\n"
+    (tmp_path / "tables" / "folding.yaml").write_text(
+        "networks: [mask_1w1a]\ntarget_fps: {}\npublished: {pub: {PE: [1], SIMD: [1]}}\n"
     )
+    bad = tmp_path / "tables" / "calibration.yaml"
+    row = ("- {design: d, source: s, scope: s, finn: f, network: %s, folding: %s, current: true,\n"
+           "   post: {LUT: %s, BRAM_18K: 1, DSP: 0}, estimate: {LUT: 1, BRAM_18K: 1, DSP: 0}}\n")  # fmt: skip
+    bad.write_text("published:\n" + row % ("mask_1w1a", "pub", "many"))
     with pytest.raises(UserError, match=r"calibration\.yaml: published\.0\.post\.LUT.*'many'"):
         load_calibration_table(bad)
-    sets = tmp_path / "tables" / "network_sets.yaml"
-    sets.write_text("estimates: [mask_1w1a]\nbench_prepare: [nope]\n")
-    with pytest.raises(UserError, match=r"network_sets\.yaml: unknown networks \['nope'\]"):
-        load_network_sets(sets)
+    bad.write_text("published:\n" + row % ("mask_1w1a", "nope", 1))
+    with pytest.raises(UserError, match=r"unknown foldings \['nope'\]; valid names: pub"):
+        load_calibration_table(bad)
+    bad.write_text("published:\n" + row % ("cnv_9w9a", "pub", 1))
+    with pytest.raises(UserError, match=r"unknown networks \['cnv_9w9a'\]"):
+        load_calibration_table(bad)
+    bad.write_text("published:\n" + row % ("mask_1w1a", "pub", 1))
+    assert load_calibration_table(bad).published[0].note == ""

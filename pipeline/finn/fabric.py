@@ -6,12 +6,14 @@ What Vivado places is more than the layers FINN's estimate reports sum:
   converters after the input and before the output DMA: estimated by FINN itself on a copy of the
   graph after the same insertions (``insert_minimal_fifos`` of the bitstream stage, then FINN's
   InsertIODMA + InsertDWC as its ZynqBuild does). FIFOs are at depth 2 here: their real depths are
-  sized by simulation in Vivado, which the shell figure below covers;
+  sized by simulation in Vivado, which the margin covers (below);
 - the two IODMAs: FINN+ 1.6.1 has no resource model for IODMA_hls (its estimate is 0); kept as a
-  part so that the number is visible;
-- the rest of the shell (AXI interconnect and SmartConnect, clocking wizard, reset, the DMAs'
-  real cost and FIFO depths beyond 2): a published figure, see SHELL;
-- a margin for the estimate's own error on the parts FINN estimates, from calibration.py.
+  part so that the number is visible; their real cost is in SHELL;
+- the shell (the PS7's AXI interconnect and SmartConnect, reset, clocking wizard) and the IODMAs'
+  real cost: a published post-synthesis figure, see SHELL;
+- a margin for the estimate's own error on the parts FINN estimates, from calibration.py. The
+  FIFOs' sized depths (beyond 2) are in that error: the calibration pairs' post-synthesis figures
+  hold the FIFOs at their sized depths.
 """
 
 from __future__ import annotations
@@ -24,15 +26,18 @@ from maskbnn.pipeline.fold import calibration
 DEVICES = {"xc7z020clg400-1": {"LUT": 53200, "BRAM_18K": 280, "DSP": 220}}
 RESOURCES = calibration.RESOURCES
 
-# BinaryCoP's CNV (whole design, FINN, Pynq-Z1: 26,060 LUT, 124 BRAM36) and finn-examples'
-# cnv-w1a1 (excluding the shell, FINN PR 209: 21,135 LUT, 98 BRAM36 + 9 BRAM18) share the MVAU
-# folding but for the last layer's PE; their difference is the shell plus sized FIFOs of a CNV.
+# A FINN v0.10 ZynqBuild on the xc7z020 (Pynq-Z2, Vivado 2022 by its README) with FINN's per-node
+# post-synthesis rows (post_synth_resources.json): "(top)" 19,486 LUT / 96 RAMB36 + 7 RAMB18 less
+# the 57 dataflow node rows (15,148 LUT, the same BRAMs) leaves 4,338 LUT and no BRAM outside the
+# nodes (AXI interconnect, SmartConnect, reset); its two IODMA_hls rows are 1,044 + 1,214 LUT and
+# one RAMB36 + one RAMB18. FINN+ 1.6.1's Zynq shell is the same plus a PLL clocking wizard (no
+# LUT-sized logic). The shell here is both: everything FINN+ 1.6.1 does not estimate.
 SHELL = {
-    "LUT": 26060 - 21135,
-    "BRAM_18K": 2 * 124 - (2 * 98 + 9),
+    "LUT": 4338 + 1044 + 1214,
+    "BRAM_18K": 2 * 1 + 1,
     "DSP": 0,
-    "source": "BinaryCoP CNV whole design (IPDPSW 2021) minus finn-examples cnv-w1a1 excluding "
-    "shell (FINN pull request 209): shell and FIFO depths of a CNV on the Pynq-Z1",
+    "source": "FINN v0.10 ZynqBuild on the xc7z020, post-synthesis: (top) less the dataflow "
+    "nodes, plus its two IODMAs (github.com/Ba1tu3han/Finn_Thesis post_synth_resources.json)",
 }
 INSERTED = ("StreamingFIFO", "StreamingDataWidthConverter")
 
