@@ -650,22 +650,27 @@ def board_bound(units: list[Unit], budget: Budget, clock_ns: float) -> dict:
 # --- the hardware graph ------------------------------------------------------------------------
 
 
-def hardware_graph(net: str, board: str, rebuild: bool = False) -> Path:
+def hardware_graph(
+    net: str, board: str, rebuild: bool = False, rtl_mvau: bool | None = None
+) -> Path:
     """The specialised (unfolded) hardware graph of `net`: the build's own intermediate model when
     it exists, else FINN's steps up to specialize_layers run on an export (the shipped weights, or
-    random ones: folding and resources do not depend on weight values)."""
+    random ones: folding and resources do not depend on weight values). `rtl_mvau` overrides the
+    config's build.rtl_mvau: False gives the first conv as FINN's HLS MVAU, as the published
+    designs the margin is calibrated on were built."""
+    own = rtl_mvau is None or rtl_mvau == load_network_config(net).build.rtl_mvau
     built = BuildDir.of(net, board).intermediate_model("specialize_layers")
-    if built.is_file() and not rebuild:
+    if own and built.is_file() and not rebuild:
         return built
-    out = BUILD_DIR / "fold" / net / board
+    out = BUILD_DIR / "fold" / net / board / ("" if own else f"rtl_mvau-{rtl_mvau}")
     graph = out / "specialize_layers.onnx"
     if graph.is_file() and not rebuild:
         return graph
-    _run_steps_to_specialize(net, board, out)
+    _run_steps_to_specialize(net, board, out, rtl_mvau)
     return graph
 
 
-def _run_steps_to_specialize(net: str, board: str, out: Path) -> None:
+def _run_steps_to_specialize(net: str, board: str, out: Path, rtl_mvau: bool | None) -> None:
     import torch
     from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType
     from qonnx.core.modelwrapper import ModelWrapper
@@ -695,7 +700,7 @@ def _run_steps_to_specialize(net: str, board: str, out: Path) -> None:
     m, _ = run_finn_steps(
         ModelWrapper(str(exported.topk)),
         fcfg,
-        steps(rtl_mvau=cfg.build.rtl_mvau),
+        steps(rtl_mvau=cfg.build.rtl_mvau if rtl_mvau is None else rtl_mvau),
         stop="specialize_layers",
         log=False,
     )
