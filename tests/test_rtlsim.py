@@ -94,6 +94,31 @@ def test_rtl_mvau_reads_its_weight_stream(codegen_025, images, tmp_path):
 
 
 @pytest.mark.slow
+def test_folded_rtl_mvau_is_bit_exact(codegen_025, images, tmp_path):
+    """Folded (PE 4 of 16, SIMD 9 of 27): 12 weight beats per output pixel, in FINN's order."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    x, _ = images
+    model = ModelWrapper(str(codegen_025))
+    node = next(n for n in model.graph.node if n.op_type == "MVAU_rtl")
+    ctx = R.generic_trace(model, x[:2])  # FINN's Python execution: folding does not change it
+    inst = getCustomOp(node)
+    inst.set_nodeattr("PE", 4)
+    inst.set_nodeattr("SIMD", 9)
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    inst.set_nodeattr("code_gen_dir_ipgen", str(gen))
+    inst.code_generation_ipgen(model, "xc7z020clg400-1", 10.0)
+    assert int(inst.calc_wmem()) == 12
+    res = R.simulate_layer(node, inst, [c[node.input[0]] for c in ctx],
+                           np.stack([c[node.output[0]] for c in ctx]), tmp_path / "layer",
+                           R.require_verilator(), weights=model.get_initializer(node.input[1]))  # fmt: skip
+    assert res.passed and res.mismatches == 0, res.first
+    assert res.sim_cycles_first_frame <= 1.25 * res.finn_estimate_cycles
+
+
+@pytest.mark.slow
 def test_a_layer_whose_build_fails_is_not_passed(codegen_025, images, tmp_path, monkeypatch):
     """A known tool limit (Verilator cannot build this layer) leaves it out of the simulation,
     listed and not passed: it is never counted as a bit-exact layer."""
