@@ -106,6 +106,9 @@ class BuildConfig:
         None  # FINN folding JSON, relative to build_configs/; "{board}" expands
     )
     outputs: tuple[Literal["estimates"], ...] = ("estimates",)
+    # a multi-bit-input, +-1-weight MVAU (the first conv) on FINN's DSP-based RTL MVAU, its
+    # thresholds split out (pipeline/finn/rtl_mvau.py); off: FINN's HLS MVAU in LUTs
+    rtl_mvau: StrictBool = True
     verify: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
 
     def folding_path(self, base: Path = BUILD_CONFIGS, board: str | None = None) -> Path | None:

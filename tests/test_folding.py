@@ -20,7 +20,7 @@ def test_shipped_style_folding_is_accepted(hw_model):
 
     ok = {
         "Defaults": {},
-        "MVAU_hls_1": {"PE": 4, "SIMD": 16},
+        "MVAU_hls_0": {"PE": 4, "SIMD": 16},
         "ConvolutionInputGenerator_rtl_1": {"SIMD": 16},
     }
     assert folding_problems(hw_model, ok) == []
@@ -38,7 +38,7 @@ def test_unknown_node_lists_valid_names(hw_model, tmp_path):
 def test_pe_and_simd_must_divide(hw_model):
     from maskbnn.pipeline.fold.folding import folding_problems
 
-    probs = folding_problems(hw_model, {"MVAU_hls_1": {"PE": 3, "SIMD": 5}})
+    probs = folding_problems(hw_model, {"MVAU_hls_0": {"PE": 3, "SIMD": 5}})
     assert any("PE=3 must divide MH=16; legal: [1, 2, 4, 8, 16]" in p for p in probs)
     assert any("SIMD=5 must divide MW=144" in p for p in probs)
 
@@ -50,7 +50,7 @@ def test_window_generator_coupling(hw_model):
         hw_model,
         {
             "ConvolutionInputGenerator_rtl_1": {"SIMD": 16},
-            "MVAU_hls_1": {"SIMD": 8},
+            "MVAU_hls_0": {"SIMD": 8},
             "ConvolutionInputGenerator_rtl_2": {"SIMD": 2},
             "Pool_hls_0": {"PE": 4},
         },  # fmt: skip
@@ -73,10 +73,10 @@ def test_bad_file_is_a_user_error(tmp_path, hw_model):
 @pytest.mark.parametrize(
     "folding,expected",
     [
-        ({"MVAU_hls_1": 4}, "MVAU_hls_1: expected an object of attributes, got 4"),
+        ({"MVAU_hls_0": 4}, "MVAU_hls_0: expected an object of attributes, got 4"),
         ({"Defaults": [1, 2]}, "Defaults: expected an object of attributes, got [1, 2]"),
-        ({"MVAU_hls_1": {"SIMD": "lots"}}, "MVAU_hls_1: SIMD='lots' must be a whole number"),
-        ({"MVAU_hls_1": {"PE": True}}, "MVAU_hls_1: PE=True must be a whole number"),
+        ({"MVAU_hls_0": {"SIMD": "lots"}}, "MVAU_hls_0: SIMD='lots' must be a whole number"),
+        ({"MVAU_hls_0": {"PE": True}}, "MVAU_hls_0: PE=True must be a whole number"),
         (
             {"ConvolutionInputGenerator_rtl_1": {"SIMD": "16"}},
             "ConvolutionInputGenerator_rtl_1: SIMD='16' must be a whole number",
@@ -86,7 +86,7 @@ def test_bad_file_is_a_user_error(tmp_path, hw_model):
         ({"Defaults": {"PE": [2, 7]}}, "Defaults.PE: op types must be a list of names"),
         (
             {"Defaults": {"PE": [3, ["MVAU_hls"]]}},
-            "Defaults.PE on MVAU_hls_1: PE=3 must divide MH=16",
+            "Defaults.PE on MVAU_hls_0: PE=3 must divide MH=16",
         ),
         ({"Defaults": {"PE": [1, "all"]}}, "have no attribute 'PE'"),
     ],
@@ -101,8 +101,8 @@ def test_malformed_entries_and_defaults_are_reported_not_crashed_on(hw_model, fo
 def test_legal_defaults_are_accepted_and_node_entries_override_them(hw_model):
     from maskbnn.pipeline.fold.folding import folding_problems
 
-    assert folding_problems(hw_model, {"Defaults": {"PE": [3, ["Thresholding_rtl"]]}}) == []
-    bad = {"Defaults": {"PE": [2, ["Thresholding_rtl"]]}}
+    assert folding_problems(hw_model, {"Defaults": {"PE": [1, ["Thresholding_rtl"]]}}) == []
+    bad = {"Defaults": {"PE": [2, ["Thresholding_rtl"]]}}  # Thresholding_rtl_0 has 3 channels
     assert folding_problems(hw_model, bad) != []
     assert folding_problems(hw_model, bad | {"Thresholding_rtl_0": {"PE": 1}}) == []
 
@@ -111,7 +111,7 @@ def test_the_message_names_file_key_and_value(hw_model, tmp_path):
     from maskbnn.pipeline.fold.folding import validate_folding
 
     path = tmp_path / "f.json"
-    path.write_text(json.dumps({"MVAU_hls_1": {"SIMD": "lots"}, "Pool_hls_0": []}))
+    path.write_text(json.dumps({"MVAU_hls_0": {"SIMD": "lots"}, "Pool_hls_0": []}))
     with pytest.raises(UserError) as err:
         validate_folding(hw_model, path)
     text = str(err.value)

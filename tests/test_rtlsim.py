@@ -39,12 +39,13 @@ def test_rtl_layers_bit_exact_with_cycles(codegen_025, images, tmp_path_factory)
     assert r["passed"] and (out / "rtlsim.json").is_file() and (out / "rtlsim.md").is_file()
     sim = [L for L in r["layers"] if L["simulated"]]
     kinds = {L["op_type"] for L in sim}
-    # every RTL layer kind of the network: thresholds, sliding windows, width converters, FIFOs
-    assert kinds == {"Thresholding_rtl", "ConvolutionInputGenerator_rtl",
+    # every RTL layer kind of the network: thresholds, sliding windows, the first conv's
+    # DSP-based MVAU, width converters, FIFOs
+    assert kinds == {"Thresholding_rtl", "ConvolutionInputGenerator_rtl", "MVAU_rtl",
                      "StreamingDataWidthConverter_rtl", "StreamingFIFO_rtl"}  # fmt: skip
     assert r["simulated"] == len(r["layers"]) and not r["not_simulated"]
     for L in r["layers"]:
-        if L["op_type"] in ("Thresholding_rtl", "ConvolutionInputGenerator_rtl"):
+        if L["op_type"] in ("Thresholding_rtl", "ConvolutionInputGenerator_rtl", "MVAU_rtl"):
             assert L["simulated"] and L["mismatches"] == 0, L["name"]
             # a real simulation: at least one cycle per output beat, and not above FINN's
             # analytical estimate by more than pipeline fill (the estimate is conservative)
@@ -68,6 +69,53 @@ def test_a_wrong_expectation_is_caught(codegen_025, images, tmp_path):
     res = R.simulate_layer(node, getCustomOp(node), [ctx[0][node.input[0]]], expected,
                            tmp_path / "layer", R.require_verilator())  # fmt: skip
     assert not res.passed and res.mismatches == 1 and res.first[0]["positions"] == [5]
+
+
+@pytest.mark.slow
+def test_rtl_mvau_reads_its_weight_stream(codegen_025, images, tmp_path):
+    """The RTL MVAU's result comes from the weights the testbench streams (in1_V): the layer's
+    own weights give FINN's result, negated ones do not."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    x, _ = images
+    model = ModelWrapper(str(codegen_025))
+    node = next(n for n in model.graph.node if n.op_type == "MVAU_rtl")
+    inst = getCustomOp(node)
+    assert R.has_weight_stream(inst)
+    ctx = R.generic_trace(model, x[:1])
+    args = ([ctx[0][node.input[0]]], np.stack([ctx[0][node.output[0]]]))
+    w = model.get_initializer(node.input[1])
+    version = R.require_verilator()
+    ok = R.simulate_layer(node, inst, *args, tmp_path / "ok", version, weights=w)
+    assert ok.passed and ok.mismatches == 0 and ok.sim_cycles_first_frame > 0
+    wrong = R.simulate_layer(node, inst, *args, tmp_path / "neg", version, weights=-w)
+    assert not wrong.passed and wrong.mismatches == 1
+
+
+@pytest.mark.slow
+def test_folded_rtl_mvau_is_bit_exact(codegen_025, images, tmp_path):
+    """Folded (PE 4 of 16, SIMD 9 of 27): 12 weight beats per output pixel, in FINN's order."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    x, _ = images
+    model = ModelWrapper(str(codegen_025))
+    node = next(n for n in model.graph.node if n.op_type == "MVAU_rtl")
+    ctx = R.generic_trace(model, x[:2])  # FINN's Python execution: folding does not change it
+    inst = getCustomOp(node)
+    inst.set_nodeattr("PE", 4)
+    inst.set_nodeattr("SIMD", 9)
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    inst.set_nodeattr("code_gen_dir_ipgen", str(gen))
+    inst.code_generation_ipgen(model, "xc7z020clg400-1", 10.0)
+    assert int(inst.calc_wmem()) == 12
+    res = R.simulate_layer(node, inst, [c[node.input[0]] for c in ctx],
+                           np.stack([c[node.output[0]] for c in ctx]), tmp_path / "layer",
+                           R.require_verilator(), weights=model.get_initializer(node.input[1]))  # fmt: skip
+    assert res.passed and res.mismatches == 0, res.first
+    assert res.sim_cycles_first_frame <= 1.25 * res.finn_estimate_cycles
 
 
 @pytest.mark.slow

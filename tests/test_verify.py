@@ -37,12 +37,12 @@ def test_corrupted_hardware_graph_fails_with_report(built_025, tmp_path, what):
     d = _copy_build(built_025, tmp_path)
     m = ModelWrapper(str(d / "hw_model.onnx"))
     if what == "threshold":  # one channel of the second conv layer's thresholds, moved by 9
-        node = m.get_node_from_name("MVAU_hls_1")
+        node = m.get_node_from_name("MVAU_hls_0")  # the first XNOR layer
         t = m.get_initializer(node.input[2]).copy()
         t[3] += 9
         m.set_initializer(node.input[2], t)
     else:  # one weight of the last layer flipped
-        node = m.get_node_from_name("MVAU_hls_8")
+        node = m.get_node_from_name("MVAU_hls_7")
         w = m.get_initializer(node.input[1]).copy()
         w[5, 2] = 1 - w[5, 2]
         m.set_initializer(node.input[1], w)

@@ -71,9 +71,9 @@ def step_validate_folding(model, cfg):
     return model
 
 
-def steps(finn_minimize: bool = False) -> list[tuple[str, Callable]]:
+def steps(finn_minimize: bool = False, rtl_mvau: bool = True) -> list[tuple[str, Callable]]:
     """The ordered step list; `finn_minimize` swaps in FINN's unfixed bit-width minimisation
-    (only to show that verification catches it)."""
+    (only to show that verification catches it); `rtl_mvau` is the config's build.rtl_mvau."""
     import finn.builder.build_dataflow_steps as S
 
     from maskbnn.pipeline.finn.build_steps import (
@@ -81,6 +81,7 @@ def steps(finn_minimize: bool = False) -> list[tuple[str, Callable]]:
         step_minimize_bit_width_xnor_safe,
         step_streamline_bipolar_pad,
     )
+    from maskbnn.pipeline.finn.rtl_mvau import step_keep_hls_mvau, step_split_rtl_mvau
 
     minimize_initial = (
         S.step_minimize_bit_width_initial if finn_minimize else step_minimize_bit_width_xnor_safe
@@ -91,6 +92,7 @@ def steps(finn_minimize: bool = False) -> list[tuple[str, Callable]]:
         ("tidy_up", S.step_tidy_up),
         ("streamline", step_streamline_bipolar_pad),
         ("convert_to_hw", step_convert_to_hw_actval_safe),
+        ("split_rtl_mvau", step_split_rtl_mvau if rtl_mvau else step_keep_hls_mvau),
         ("minimize_bit_width_initial", minimize_initial),
         ("create_dataflow_partition", S.step_create_dataflow_partition),
         ("specialize_layers", S.step_specialize_layers),
@@ -137,7 +139,10 @@ def _run_steps(cfg, net: str, onnx_path: Path, board: str, out: Path, finn_minim
     fcfg = finn_config(cfg, board, out)
     t_all = time.perf_counter()
     model, times = run_finn_steps(
-        ModelWrapper(str(onnx_path)), fcfg, steps(finn_minimize), save_dir=bd.intermediate
+        ModelWrapper(str(onnx_path)),
+        fcfg,
+        steps(finn_minimize, cfg.build.rtl_mvau),
+        save_dir=bd.intermediate,
     )
     hw_model = bd.hw_model
     model.save(str(hw_model))

@@ -5,7 +5,8 @@ For each network: FPS / LUT / BRAM18 from FINN's estimates of
 (b) FINN's SetFolding (what `target_fps` does), at the highest target whose result fits the same
     budget (binary search over the target);
 (c) the published foldings (finn-examples cnv-w1a1, BinaryCoP CNV; numbers in
-    ../shared/notes/finn-offline.md) where their PE/SIMD are legal for the network;
+    ../shared/notes/finn-offline.md) where their PE/SIMD are legal for the network, on its graph
+    with the first conv as FINN's HLS MVAU, as those designs were built;
 plus the per-layer board bound and a Pareto plot of accuracy vs FPS vs LUT across widths.
 Writes ``build/fold-report/{fold_report.md,fold_report.json,pareto.png}``.
 """
@@ -123,8 +124,10 @@ def published_folding(graph, name: str, units: list[fo.Unit], part: str) -> tupl
             notes.append(f"last PE -> {pe} for {mh} classes")
         if mh % pe or mw % simd:
             return None, f"{node.name}: PE {pe} / SIMD {simd} do not divide MH {mh} / MW {mw}"
+        # LUT multipliers as published, where the layer has that choice (FINN's RTL MVAU has not)
+        res_type = fo._res_types(node, inst)[0]
         folding[node.name] = {"PE": pe, "SIMD": simd, "ram_style": "block",
-                              "mem_mode": "internal_decoupled", "resType": "lut"}  # fmt: skip
+                              "mem_mode": "internal_decoupled", "resType": res_type}  # fmt: skip
         swg = fo._swg_of(graph, node)
         if swg is not None:
             ch = int(getCustomOp(swg).get_nodeattr("IFMChannels"))
@@ -170,15 +173,19 @@ def compare(net: str, board: str, out: Path) -> dict:
         row["ours"]["fabric_percent"] = est["fabric_percent"]
     row["finn_target_fps"] = finn_target_fps(graph, part, cfg_clock, budget)
     row["published"] = {}
+    # published designs had the first conv as FINN's HLS MVAU (as the calibration pairs)
+    pub_path = fo.hardware_graph(net, board, rtl_mvau=False)
+    pub_graph = graph if pub_path == graph_path else fo.load_graph(pub_path)
+    pub_units = units if pub_graph is graph else fo.build_units(pub_graph, part)
     for name in _table().published:
-        folding, note = published_folding(graph, name, units, part)
+        folding, note = published_folding(pub_graph, name, pub_units, part)
         if folding is None:
             row["published"][name] = {"legal": False, "why": note}
             continue
         path = out / net / f"{name.split()[0]}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(folding, indent=2) + "\n")
-        est = fo.finn_estimates(graph_path, path, board, cfg_clock, out / net / name.split()[0])
+        est = fo.finn_estimates(pub_path, path, board, cfg_clock, out / net / name.split()[0])
         t = est["total"]
         row["published"][name] = {"legal": True, "note": note, "fps": t["fps"],
                                   "LUT": t["LUT"], "BRAM_18K": t["BRAM_18K"],

@@ -235,7 +235,7 @@ def _mvau_options(model, node, part: str, max_simd: int | None = None) -> list[O
         for simd in divisors(mw):
             if pe * simd * wbits > MAX_AP_INT_W or (max_simd and simd > max_simd):
                 continue
-            for style, res_type in itertools.product(MVAU_RAM_STYLES, _res_types(node, inst)):
+            for style, res_type in itertools.product(_ram_styles(node), _res_types(node, inst)):
                 attrs = {
                     node.name: {
                         "PE": pe,
@@ -260,6 +260,13 @@ def _mvau_options(model, node, part: str, max_simd: int | None = None) -> list[O
                     }
                     options.append(_price(model, full, part))
     return options
+
+
+def _ram_styles(node) -> tuple[str, ...]:
+    """Where the MVAU's weights may go. FINN's MVAU_rtl.lut_estimation returns 0 whatever the
+    memory style, so LUTRAM weights would look free to the search; the RTL MVAU is offered with
+    its weights in BRAM only, which FINN does price."""
+    return ("block",) if node.op_type == "MVAU_rtl" else MVAU_RAM_STYLES
 
 
 def _res_types(node, inst) -> tuple[str, ...]:
@@ -643,22 +650,27 @@ def board_bound(units: list[Unit], budget: Budget, clock_ns: float) -> dict:
 # --- the hardware graph ------------------------------------------------------------------------
 
 
-def hardware_graph(net: str, board: str, rebuild: bool = False) -> Path:
+def hardware_graph(
+    net: str, board: str, rebuild: bool = False, rtl_mvau: bool | None = None
+) -> Path:
     """The specialised (unfolded) hardware graph of `net`: the build's own intermediate model when
     it exists, else FINN's steps up to specialize_layers run on an export (the shipped weights, or
-    random ones: folding and resources do not depend on weight values)."""
+    random ones: folding and resources do not depend on weight values). `rtl_mvau` overrides the
+    config's build.rtl_mvau: False gives the first conv as FINN's HLS MVAU, as the published
+    designs the margin is calibrated on were built."""
+    own = rtl_mvau is None or rtl_mvau == load_network_config(net).build.rtl_mvau
     built = BuildDir.of(net, board).intermediate_model("specialize_layers")
-    if built.is_file() and not rebuild:
+    if own and built.is_file() and not rebuild:
         return built
-    out = BUILD_DIR / "fold" / net / board
+    out = BUILD_DIR / "fold" / net / board / ("" if own else f"rtl_mvau-{rtl_mvau}")
     graph = out / "specialize_layers.onnx"
     if graph.is_file() and not rebuild:
         return graph
-    _run_steps_to_specialize(net, board, out)
+    _run_steps_to_specialize(net, board, out, rtl_mvau)
     return graph
 
 
-def _run_steps_to_specialize(net: str, board: str, out: Path) -> None:
+def _run_steps_to_specialize(net: str, board: str, out: Path, rtl_mvau: bool | None) -> None:
     import torch
     from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType
     from qonnx.core.modelwrapper import ModelWrapper
@@ -686,7 +698,11 @@ def _run_steps_to_specialize(net: str, board: str, out: Path) -> None:
         verify_steps=[],
     )
     m, _ = run_finn_steps(
-        ModelWrapper(str(exported.topk)), fcfg, steps(), stop="specialize_layers", log=False
+        ModelWrapper(str(exported.topk)),
+        fcfg,
+        steps(rtl_mvau=cfg.build.rtl_mvau if rtl_mvau is None else rtl_mvau),
+        stop="specialize_layers",
+        log=False,
     )
     out.mkdir(parents=True, exist_ok=True)
     m.save(str(out / "specialize_layers.onnx"))

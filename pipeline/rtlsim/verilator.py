@@ -2,17 +2,19 @@
 
 FINN+ simulates RTL only through Vivado's xsim (finn.xsi). Its RTL-backend layers
 (Thresholding_rtl, ConvolutionInputGenerator_rtl, FMPadding_rtl, StreamingDataWidthConverter_rtl,
-StreamingFIFO_rtl) are plain (System)Verilog: the templates ship in the wheel (``finn-rtllib``) and
-hw_codegen fills them in per layer. This module builds each generated layer with Verilator and a
+StreamingFIFO_rtl, MVAU_rtl) are plain (System)Verilog: the templates ship in the wheel
+(``finn-rtllib``) and hw_codegen fills them in per layer. This module builds each generated layer with Verilator and a
 small C++ AXI-stream testbench (rtlsim/axis_testbench.cpp) and replays what FINN's own rtlsim path
 does (``RTLBackend.execute_node``): the layer's input from real images, packed with FINN's
 ``npy_to_rtlsim_input``, streamed in; the output unpacked with ``rtlsim_output_to_npy``; compared
 exactly with FINN's Python execution of the same layer on the same input. Simulated cycles per frame
 are recorded next to FINN's estimate (``get_exp_cycles``).
 
-Verilator 5.006 (Debian 12) does not elaborate three constructs of finn-rtllib's FIFO and data-width
-converter as written; VERILATOR_REWRITES restates them equivalently in the staged copy (FINN's files
-stay untouched), and the bit-exact comparison would expose a wrong restatement. Identical layers
+Verilator 5.006 (Debian 12) does not elaborate some constructs of finn-rtllib's FIFO, data-width
+converter, padding and RTL MVAU as written; VERILATOR_REWRITES restates them equivalently in the
+staged copy (FINN's files stay untouched), and the bit-exact comparison would expose a wrong
+restatement. The RTL MVAU (mvu.sv, behavioural under ``VERILATOR``) reads its weights from a second
+stream, which the testbench feeds as FINN's own rtlsim does (`weight_beats`). Identical layers
 (same generated sources once the layer name is factored out, e.g. the many depth-2 FIFOs) share one
 Verilator build, cached under ``build/rtlsim-cache/``.
 """
@@ -59,8 +61,6 @@ KNOWN_UNSUPPORTED = {
     "Verilator 5.006",
     "StreamingDataWidthConverter_rtl": "this width ratio of finn-rtllib vpc.sv does not "
     "elaborate in Verilator 5.006",
-    "MVAU_rtl": "finn-rtllib mvu.sv's `always_ff @(posedge clk iff ...)` does not parse in "
-    "Verilator 5.006",
 }
 
 
@@ -156,10 +156,70 @@ def _rewrite_fmpadding(text: str) -> str:
     )
 
 
+def _rewrite_mvu(text: str) -> str:
+    """mvu/mvu.sv (the RTL MVU core, behavioural under VERILATOR): the narrow-weight assertion's
+    `always_ff @(posedge clk iff en && !rst)` does not parse; the same guard as an `if`."""
+    return text.replace(
+        "always_ff @(posedge clk iff en && !rst) begin",
+        "always_ff @(posedge clk) if(en && !rst) begin",
+    )
+
+
+def _rewrite_mvu_axi(text: str) -> str:
+    """mvu/mvu_vvu_axi.sv: the output queue's unpacked-array shift `{ odat, OBuf[0:M-1] }`
+    reads as an incomplete assignment pattern (as in vpc.sv): the same shift as a loop."""
+    return text.replace(
+        "if(ovld)  OBuf <= { odat, OBuf[0:MAX_IN_FLIGHT-1] };",
+        "if(ovld) begin for(int unsigned  i = MAX_IN_FLIGHT; i > 0; i--)  OBuf[i] <= OBuf[i-1]; "
+        "OBuf[0] <= odat; end",
+    )
+
+
+_LEAF_LOADS = """\t\ttypedef int unsigned  leaf_load_t[2*N-1];
+\t\tfunction leaf_load_t init_leaf_loads();
+\t\t\tautomatic leaf_load_t  res;
+\t\t\tfor(int unsigned  i = 2*N-1; i-- > N-1;)  res[i] = 1;
+\t\t\tfor(int unsigned  i =   N-1; i-- >   0;)  res[i] = res[2*i+1] + res[2*i+2];
+\t\t\treturn  res;
+\t\tendfunction : init_leaf_loads
+\t\tlocalparam leaf_load_t   LEAF_LOAD = init_leaf_loads();
+"""
+_LEVELS = "\tlocalparam int unsigned  L = $clog2(N);  // Number of levels with reductions\n"
+_LEAF_LOAD_FN = """\tfunction automatic int unsigned  leaf_load(input int unsigned  i);
+\t\tautomatic int unsigned  lo = i;
+\t\tautomatic int unsigned  hi = i;
+\t\tautomatic int unsigned  cnt = 0;
+\t\twhile(1) begin
+\t\t\tif(hi >= N-1)  cnt += hi - (lo > N-1? lo : N-1) + 1;
+\t\t\tif(lo >= N-1)  break;
+\t\t\tif(hi > N-2)  hi = N-2;
+\t\t\tlo = 2*lo+1;
+\t\t\thi = 2*hi+2;
+\t\tend
+\t\treturn  cnt;
+\tendfunction : leaf_load
+"""
+
+
+def _rewrite_add_multi(text: str) -> str:
+    """mvu/add_multi.sv (adder tree): Verilator 5.006 refuses a constant function declared
+    inside a generate block (init_leaf_loads, the leaf count under each heap node). The same
+    count per node, walking the node's subtree level by level, as a module-level function."""
+    if _LEAF_LOADS not in text or _LEVELS not in text:
+        return text
+    text = text.replace(_LEAF_LOADS, "").replace(_LEVELS, _LEVELS + _LEAF_LOAD_FN)
+    for k in ("i", "LIDX", "RIDX"):
+        text = text.replace(f"LEAF_LOAD[{k}]", f"leaf_load({k})")
+    return text
+
+
 VERILATOR_REWRITES = {
     "vpc.sv": _rewrite_vpc,
     "fifo.sv": _rewrite_fifo,
     "fmpadding.sv": _rewrite_fmpadding,
+    "mvu.sv": _rewrite_mvu,
+    "mvu_vvu_axi.sv": _rewrite_mvu_axi,
+    "add_multi.sv": _rewrite_add_multi,
 }
 INSTALL_HINT = "install it with `sudo apt-get install -y verilator` (Debian/Ubuntu; 5.006 tested)"
 
@@ -259,7 +319,7 @@ def stage_sources(node, inst, dest: Path) -> tuple[list[Path], str]:
 
 def build_key(folder: Path, version: str) -> str:
     h = hashlib.sha256(version.encode())
-    h.update(" ".join(_CXXFLAGS).encode())
+    h.update(" ".join(_VERILATOR_FLAGS + _CXXFLAGS).encode())
     h.update(TESTBENCH.read_bytes())
     for f in sorted(folder.iterdir()):
         if f.is_file():
@@ -271,6 +331,13 @@ def build_key(folder: Path, version: str) -> str:
 # verilated_threads.cpp) separately, re-parsing its headers every time: ~9 s of CPU per layer,
 # most of a cold run. We compile the runtime once per Verilator version into the cache, and a
 # layer's generated files with the testbench as one translation unit: ~2 s per layer.
+_VERILATOR_FLAGS = [
+    "-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN",
+    "--x-assign", "0", "--x-initial", "0",  # deterministic, like a reset FPGA register
+    # mvu.sv's DSP start-up watchdog waits `#100ns` in an initial block: a cycle-based
+    # simulation has no delays (the watchdog's flag is clear from the start)
+    "--no-timing",
+]  # fmt: skip
 _CXXFLAGS = ["-O0", "-std=gnu++17", "-faligned-new", "-w", "-DVM_COVERAGE=0", "-DVM_SC=0",
              "-DVM_TRACE=0", "-DVM_TRACE_FST=0", "-DVM_TRACE_VCD=0"]  # fmt: skip
 _RUNTIME = ("verilated.cpp", "verilated_threads.cpp")
@@ -326,9 +393,7 @@ def build_simulator(
     obj = tmp / "obj"
     cmd = [
         "verilator", "--cc", "--prefix", "Vdut",
-        "--top-module", top, "-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN",
-        "--x-assign", "0", "--x-initial", "0",  # deterministic, like a reset FPGA register
-        "--Mdir", str(obj), *[str(f) for f in hdl],
+        "--top-module", top, *_VERILATOR_FLAGS, "--Mdir", str(obj), *[str(f) for f in hdl],
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
     if proc.returncode != 0:
@@ -433,6 +498,26 @@ def hardware_order(inst, y: np.ndarray) -> np.ndarray:
     return np.swapaxes(y, -3, -2).reshape(*lead, k * ch)
 
 
+def has_weight_stream(inst) -> bool:
+    """FINN's RTL MVAU in internal_decoupled mode: its core (what we simulate) reads the weights
+    from a second stream, in1_V, which the IP feeds from a memory streamer."""
+    return inst.onnx_node.op_type == "MVAU_rtl" and inst.get_nodeattr("mem_mode") == (
+        "internal_decoupled"
+    )
+
+
+def weight_beats(inst, weights: np.ndarray, frames: int, work: Path) -> list[int]:
+    """The weight stream as FINN's own MVAU_rtl rtlsim feeds it: the folded matrix written by
+    FINN's make_weight_file ("decoupled_npy"), once per output pixel (numInputVectors / TH),
+    frame after frame."""
+    path = work / "weights.npy"
+    inst.make_weight_file(weights, "decoupled_npy", str(path))
+    folded = np.load(path)
+    beats = pack_beats(folded.reshape(-1, folded.shape[-1]), inst.get_input_datatype(1))
+    reps = int(np.prod(inst.get_nodeattr("numInputVectors"))) // int(inst.get_nodeattr("TH"))
+    return beats * reps * frames
+
+
 def out_beats_per_frame(inst) -> int:
     return int(np.prod(list(inst.get_folded_output_shape(0))[:-1]))
 
@@ -448,7 +533,10 @@ def simulate_layer(
     work: Path,
     version: str,
     cache: Path = CACHE_DIR,
+    weights: np.ndarray | None = None,
 ) -> LayerResult:
+    """One layer on `inputs` (one array per frame) vs `expected`; `weights` (the layer's weight
+    initializer) feed the weight stream of a layer that has one (`has_weight_stream`)."""
     res = LayerResult(node.name, node.op_type, len(inputs), False)
     res.finn_estimate_cycles = int(inst.get_exp_cycles())
     if not _drives_in0_out0(inst):
@@ -475,16 +563,17 @@ def simulate_layer(
     (work / "input.hex").write_text("".join(f"{b:x}\n" for b in beats))
     per = out_beats_per_frame(inst)
     max_cycles = 200 * (res.finn_estimate_cycles + len(beats)) * len(inputs) + 100_000
+    args = [str(work / "input.hex"), str(work / "output.hex"), str(per), str(len(inputs)),
+            str(max_cycles)]  # fmt: skip
+    if has_weight_stream(inst):
+        if weights is None:
+            raise UserError(f"{node.name}: its weight stream needs the weights, none given")
+        wb = weight_beats(inst, weights, len(inputs), work)
+        (work / "weights.hex").write_text("".join(f"{b:x}\n" for b in wb))
+        args.append(str(work / "weights.hex"))
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [
-            str(exe),
-            str(work / "input.hex"),
-            str(work / "output.hex"),
-            str(per),
-            str(len(inputs)),
-            str(max_cycles),
-        ],
+        [str(exe), *args],
         capture_output=True,
         text=True,
         cwd=work / "src",  # $readmemh paths are relative ("./<layer>_...")
@@ -605,7 +694,9 @@ def simulate_network(
         inst = getCustomOp(node)
         inputs = [c[node.input[0]] for c in contexts]
         expected = np.stack([c[node.output[0]] for c in contexts])
-        r = simulate_layer(node, inst, inputs, expected, out / "layers" / node.name, version)
+        weights = model.get_initializer(node.input[1]) if has_weight_stream(inst) else None
+        r = simulate_layer(node, inst, inputs, expected, out / "layers" / node.name, version,
+                           weights=weights)  # fmt: skip
         if node.name in built:  # built above: record that build, not the cache hit
             r.build_seconds, r.cached_build = built[node.name], False
         results.append(r)

@@ -8,7 +8,14 @@ import numpy as np
 
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
 from maskbnn.pipeline.finn.hwgraph import base_op, load_dataflow_model
-from maskbnn_board.hwexec import _activate, dtype_range, mvau_reachable, run_mvau
+from maskbnn_board.hwexec import (
+    ProgramError,
+    _activate,
+    dtype_range,
+    mvau_reachable,
+    run_mvau,
+    run_thresholding,
+)
 
 # --- inputs ---------------------------------------------------------------------------------------
 
@@ -198,9 +205,33 @@ def _range(name: str) -> tuple[int, int]:
     return dtype_range(name)
 
 
+def split_thresholds(program) -> dict[str, object]:
+    """MVAU name -> the Thresholding layer that reads its accumulator (thresholds split out so
+    FINN can use its RTL MVAU, pipeline/finn/rtl_mvau.py): together they are one MVAU."""
+    out = {}
+    for i, layer in enumerate(program.layers):
+        if layer.kind != "Thresholding":
+            continue
+        if program.is_graph:
+            src = [L for L in program.layers if layer.inputs and layer.inputs[0] in L.outputs]
+        else:
+            src = program.layers[i - 1 : i] if i else []
+        if src and src[0].kind == "MVAU" and "thresholds" not in src[0].arrays:
+            out[src[0].name] = layer
+    return out
+
+
 def dtype_range_problems(program) -> list[str]:
     """Layers whose declared accumulator/output type cannot hold the values they can reach."""
     problems = []
+    for name, thr in split_thresholds(program).items():
+        lo, hi = mvau_reachable(program.layers[program.layer_index(name)])
+        tlo, thi = _range(thr.attrs["in_dtype"])
+        if lo < tlo or hi > thi:
+            problems.append(
+                f"{thr.name}: reads {name}'s [{lo}, {hi}] but in_dtype is "
+                f"{thr.attrs['in_dtype']} [{tlo}, {thi}]"
+            )
     for layer in program.layers:
         a = layer.attrs
         if layer.kind == "MVAU":
@@ -255,13 +286,23 @@ def ideal_mvau(x: np.ndarray, layer) -> np.ndarray:
 
 
 def worst_case_layer_problems(program) -> list[str]:
-    """MVAUs whose hardware-width result differs from the unbounded one on extreme inputs."""
+    """MVAUs whose hardware-width result differs from the unbounded one on extreme inputs (an
+    MVAU with split-out thresholds together with its Thresholding layer)."""
     problems = []
+    split = split_thresholds(program)
     for layer in program.layers:
         if layer.kind != "MVAU":
             continue
         x = worst_case_layer_inputs(layer)
         hw, ideal = run_mvau(x, layer), ideal_mvau(x, layer)
+        if layer.name in split:
+            thr = split[layer.name]
+            try:
+                hw = run_thresholding(hw, thr)
+            except ProgramError as err:
+                problems.append(f"{layer.name} -> {thr.name}: {err}")
+                continue
+            ideal = _activate(ideal, thr)
         bad = np.flatnonzero((hw != ideal).any(axis=1))
         if len(bad):
             i = bad[0]
