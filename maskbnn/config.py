@@ -10,6 +10,8 @@ UserError naming the file, the key, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_type_hints
 
@@ -125,6 +127,13 @@ class NetworkConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     build: BuildConfig = dataclasses.field(default_factory=BuildConfig)
     path: Path | None = None
+
+    def hardware_digest(self) -> str:
+        """sha256 of what the hardware graph is made from (the model and build sections, defaults
+        included): a cached graph with another digest was made from another config or default."""
+        spec = {"model": dataclasses.asdict(self.model), "build": dataclasses.asdict(self.build)}
+        text = json.dumps(spec, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -179,3 +179,20 @@ def test_simd_cap_is_respected(graph_path, result):
     simds = [a["SIMD"] for n, a in capped.folding().items() if n.startswith("MVAU")]
     assert max(simds) <= 8 < max(a["SIMD"] for n, a in result.folding().items() if "MVAU" in n)
     assert capped.max_cycles >= result.max_cycles
+
+
+@pytest.mark.slow
+def test_cached_graph_from_another_config_is_rebuilt(tmp_path, monkeypatch):
+    """The fold cache is keyed by the config it was made from (defaults included): a graph made
+    before a build option or default changed is made again, not folded as it stands."""
+    monkeypatch.setattr(fo, "BUILD_DIR", tmp_path)
+    graph = fo.hardware_graph(NET, BOARD, rtl_mvau=False)  # always the fold cache, never a build
+    key = graph.with_name("specialize_layers.key.json")
+    made = json.loads(key.read_text())
+    assert made["rtl_mvau"] is False and len(made["config_digest"]) == 64
+    first = graph.stat().st_mtime_ns
+    assert fo.hardware_graph(NET, BOARD, rtl_mvau=False) == graph
+    assert graph.stat().st_mtime_ns == first  # same config: reused
+    key.write_text(json.dumps(made | {"config_digest": "0" * 64}))
+    assert fo.hardware_graph(NET, BOARD, rtl_mvau=False) == graph
+    assert graph.stat().st_mtime_ns != first and json.loads(key.read_text()) == made

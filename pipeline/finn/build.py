@@ -154,6 +154,7 @@ def _run_steps(cfg, net: str, onnx_path: Path, board: str, out: Path, finn_minim
         "board": board,
         "part": BOARDS[board],
         "clock_ns": cfg.build.clock_ns,
+        "config_digest": cfg.hardware_digest(),
         "input": rel(onnx_path),
         "input_sha256": _sha256(onnx_path),
         "folding": None if fcfg.folding_config_file is None else rel(fcfg.folding_config_file),

@@ -658,15 +658,24 @@ def hardware_graph(
     random ones: folding and resources do not depend on weight values). `rtl_mvau` overrides the
     config's build.rtl_mvau: False gives the first conv as FINN's HLS MVAU, as the published
     designs the margin is calibrated on were built."""
-    own = rtl_mvau is None or rtl_mvau == load_network_config(net).build.rtl_mvau
-    built = BuildDir.of(net, board).intermediate_model("specialize_layers")
-    if own and built.is_file() and not rebuild:
-        return built
-    out = BUILD_DIR / "fold" / net / board / ("" if own else f"rtl_mvau-{rtl_mvau}")
-    graph = out / "specialize_layers.onnx"
-    if graph.is_file() and not rebuild:
-        return graph
+    cfg = load_network_config(net)
+    use_rtl = cfg.build.rtl_mvau if rtl_mvau is None else rtl_mvau
+    own = use_rtl == cfg.build.rtl_mvau
+    # a graph is reused only when made from this config (defaults included): an older build or
+    # cache would fold node names and layer types the build no longer makes
+    key = {"config_digest": cfg.hardware_digest(), "rtl_mvau": use_rtl}
+    bd = BuildDir.of(net, board)
+    built = bd.intermediate_model("specialize_layers")
+    if own and not rebuild and built.is_file() and bd.summary.is_file():
+        if json.loads(bd.summary.read_text()).get("config_digest") == key["config_digest"]:
+            return built
+    out = BUILD_DIR / "fold" / net / board / ("" if own else f"rtl_mvau-{use_rtl}")
+    graph, made_from = out / "specialize_layers.onnx", out / "specialize_layers.key.json"
+    if graph.is_file() and made_from.is_file() and not rebuild:
+        if json.loads(made_from.read_text()) == key:
+            return graph
     _run_steps_to_specialize(net, board, out, rtl_mvau)
+    made_from.write_text(json.dumps(key) + "\n")
     return graph
 
 
