@@ -337,6 +337,10 @@ _VERILATOR_FLAGS = [
     # mvu.sv's DSP start-up watchdog waits `#100ns` in an initial block: a cycle-based
     # simulation has no delays (the watchdog's flag is clear from the start)
     "--no-timing",
+    # vpc.sv shifts its N0-lane buffer in a loop of non-blocking assignments, which Verilator
+    # 5.006 handles only when it unrolls the loop; its default limit (64) is below the 128 lanes
+    # of a 1-to-128-bit converter in the 1x network
+    "--unroll-count", "4096",
 ]  # fmt: skip
 _CXXFLAGS = ["-O0", "-std=gnu++17", "-faligned-new", "-w", "-DVM_COVERAGE=0", "-DVM_SC=0",
              "-DVM_TRACE=0", "-DVM_TRACE_FST=0", "-DVM_TRACE_VCD=0"]  # fmt: skip
