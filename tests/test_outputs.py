@@ -93,11 +93,11 @@ def test_a_build_killed_part_way_leaves_make_out_of_date(tmp_path, exported, mon
     assert make_up_to_date(tmp_path)
     real = build.steps
 
-    def steps_then_killed(finn_minimize=False):
+    def steps_then_killed(*args, **kwargs):
         def killed(model, cfg):
             raise KeyboardInterrupt  # what Ctrl-C (or a kill the process survives) looks like
 
-        return [real(finn_minimize)[0], ("killed", killed)]
+        return [real(*args, **kwargs)[0], ("killed", killed)]
 
     monkeypatch.setattr(build, "steps", steps_then_killed)
     with pytest.raises(KeyboardInterrupt):
