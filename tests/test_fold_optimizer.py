@@ -196,3 +196,19 @@ def test_cached_graph_from_another_config_is_rebuilt(tmp_path, monkeypatch):
     key.write_text(json.dumps(made | {"config_digest": "0" * 64}))
     assert fo.hardware_graph(NET, BOARD, rtl_mvau=False) == graph
     assert graph.stat().st_mtime_ns != first and json.loads(key.read_text()) == made
+
+
+def test_what_a_missed_target_needs(graph_path):
+    """The report's answer to "what would the target take": the least-LUT folding reaching it,
+    over the budget exactly when the search found it does not fit (layers budget: exact)."""
+    model = fo.load_graph(graph_path)
+    res = fo.optimize(model, NET, BOARD, profile="max", lut_fraction=0.3)  # so that LUT binds
+    here = fo.target_need(model, res, res.fps)
+    assert here["over"] == {} and here["total"]["LUT"] <= res.lut
+    faster = fo.target_need(model, res, 1e9 / res.clock_ns / res.next_cycles)
+    assert faster["cycles"] == res.next_cycles and faster["over"]
+    assert "LUT" in res.binding and "LUT" in faster["over"]
+    step = faster["largest_step"]
+    assert step["LUT"] > 0 and step["from"] != step["to"]
+    assert "over the budget in" in fo.need_text(faster, 1.0)
+    assert fo.target_need(model, res, 1e9) is None  # faster than any legal folding

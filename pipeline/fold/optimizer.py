@@ -42,7 +42,7 @@ from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
 from maskbnn.pipeline.finn.build import steps
 from maskbnn.pipeline.finn.estimates import collect
-from maskbnn.pipeline.finn.fabric import DEVICES, RESOURCES, SHELL, fabric
+from maskbnn.pipeline.finn.fabric import DEVICES, RESOURCES, SHELL, fabric, percent
 from maskbnn.pipeline.finn.hwgraph import base_op
 from maskbnn.pipeline.finn.steps import run_finn_steps
 from maskbnn.pipeline.fold import calibration
@@ -626,6 +626,57 @@ def explain(result: FoldResult) -> str:
                 f"{lut - lb.lut:,} more than they have"
             )
     return text
+
+
+def target_need(model, result: FoldResult, fps: float) -> dict | None:
+    """What reaching `fps` would take: the folding of least layer LUT meeting its cycle count
+    (any LUT and BRAM, the DSPs there are), its whole fabric and what it exceeds of the budget.
+    None when no folding is that fast (largest legal parallelism is slower)."""
+    cycles = math.floor(1e9 / result.clock_ns / fps)
+    states = _states(result.units, cycles, math.inf, math.inf, result.budget.dsp)
+    if states is None:
+        return None
+    key = min(states, key=lambda k: states[k][0])
+    choice = {u.name: o for u, o in zip(result.units, states[key][1], strict=True)}
+    # the unit whose next legal folding costs most: FINN's PE | MH, SIMD | MW rules make steps
+    grow = max(choice, key=lambda u: choice[u].lut - result.choice[u].lut)
+    if result.fabric:
+        total = choice_fabric(model, choice, result.board)["total"]
+    else:
+        total = {"LUT": states[key][0], "BRAM_18K": key[0], "DSP": key[1]}
+    limit = {"LUT": result.budget.lut, "BRAM_18K": result.budget.bram18, "DSP": result.budget.dsp}
+    return {
+        "fps": fps,
+        "cycles": cycles,
+        "scope": "whole fabric" if result.fabric else "layers",
+        "total": total,
+        "percent": percent(total, result.part),
+        "over": {k: total[k] - limit[k] for k in limit if total[k] > limit[k]},
+        "largest_step": {
+            "unit": grow,
+            "LUT": choice[grow].lut - result.choice[grow].lut,
+            "from": _pe_simd(result.choice[grow].attrs.get(grow, {})),
+            "to": _pe_simd(choice[grow].attrs.get(grow, {})),
+        },
+    }
+
+
+def need_text(need: dict | None, fps: float) -> str:
+    if need is None:
+        return f"no legal folding reaches {fps:,.0f} FPS (every layer at its largest parallelism)"
+    t, pc = need["total"], need["percent"]
+    over = ", ".join(f"{k} by {v:,}" for k, v in need["over"].items()) or "nothing"
+    step = need["largest_step"]
+    return (
+        f"its least-LUT folding (FINN's estimates) needs a {need['scope']} of {t['LUT']:,} LUT "
+        f"({pc['LUT']}%) / {t['BRAM_18K']} BRAM18 ({pc['BRAM_18K']}%) / {t['DSP']} DSP, over the "
+        f"budget in {over}; the largest step is {step['unit']} ({step['from']} -> {step['to']}, "
+        f"{step['LUT']:+,} LUT)"
+    )
+
+
+def _pe_simd(attrs: dict) -> str:
+    return " x ".join(f"{k} {attrs[k]}" for k in ("PE", "SIMD") if k in attrs) or "unfolded"
 
 
 def board_bound(units: list[Unit], budget: Budget, clock_ns: float) -> dict:
