@@ -212,3 +212,21 @@ def test_what_a_missed_target_needs(graph_path):
     assert step["LUT"] > 0 and step["from"] != step["to"]
     assert "over the budget in" in fo.need_text(faster, 1.0)
     assert fo.target_need(model, res, 1e9) is None  # faster than any legal folding
+
+
+@pytest.mark.slow
+def test_whole_fabric_search_misses_no_faster_target(graph_path):
+    """No cycle target faster than the result settles within the whole-fabric budget. At 45% LUT
+    the targets do not settle monotonically (3,136 and 2,592 cycles do, 2,700 does not): a binary
+    search alone stopped at 3,136."""
+    from maskbnn.pipeline.fold import calibration
+
+    model = fo.load_graph(graph_path)
+    res = fo.optimize(model, NET, BOARD, lut_fraction=0.45)
+    margin, measured = calibration.margin(), {}
+    faster = [t for t in fo._cycle_targets(res.units) if t < res.max_cycles]
+    for cycles in faster:
+        got = fo.settle(model, res.units, cycles, res.budget, BOARD, margin, measured)
+        assert got is None, (
+            f"{cycles} cycles fit the whole fabric; the search stopped at {res.max_cycles}"
+        )

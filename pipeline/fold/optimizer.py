@@ -22,8 +22,9 @@ FINN's SetFolding instead folds each layer independently to a fixed target and n
 resources; that is the baseline the comparison report puts ours against.
 
 What the bitstream adds around the layers (FIFOs, width converters, shell, margin) depends on the
-folding through the stream widths, so the whole-fabric budget is met by `search_fabric`: search
-the layers in what is left, measure the choice's whole fabric, tighten, repeat.
+folding through the stream widths, so the whole-fabric budget is met by `search_fabric`: for a
+cycle target, fold the layers in what is left, measure the choice's whole fabric, tighten, repeat;
+the same binary search over the targets, each target settled afresh.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class FoldResult:
     profile: str = "max"
     fabric: dict | None = None  # the whole fabric of the choice (profile "default")
     layer_budget: Budget | None = None  # what the layers may use once the rest is taken
+    next_need: dict | None = None  # the next step's least-LUT folding and its fabric (target_need)
 
     @property
     def max_cycles(self) -> int:
@@ -521,6 +523,8 @@ def optimize(
         (choice, binding, nxt), fab, layer_budget = search(units, budget), None, budget
     result = FoldResult(network, board, part, clock_ns, budget, units, choice, binding, nxt,
                         profile, fab, layer_budget)  # fmt: skip
+    if fab and nxt:
+        result.next_need = need_at(model, result, nxt)
     if target_fps is not None and result.fps < target_fps:
         scope = "the whole fabric within" if fab else "the layers within"
         err = UserError(
@@ -563,33 +567,106 @@ def layer_budget(budget: Budget, extra: dict, margin: dict) -> Budget:
     return Budget(room(budget.lut, "LUT"), room(budget.bram18, "BRAM_18K"), room(budget.dsp, "DSP"))
 
 
-def search_fabric(model, units: list[Unit], budget: Budget, board: str, rounds: int = 12):
-    """`search` with the whole fabric in `budget`. What is inserted depends on the folding
-    (stream widths), so: search the layers in the budget left by the inserted parts measured so
-    far, measure the choice's fabric, and tighten until it fits (the inserted parts only grow)."""
-    margin = calibration.margin()
+SCAN_MISSES = 6
+
+
+def settle(model, units: list[Unit], cycles: int, budget: Budget, board: str, margin: dict,
+           measured: dict | None = None, rounds: int = 12):  # fmt: skip
+    """A folding meeting `cycles` whose whole fabric fits `budget`, as (choice, fabric, layer
+    budget), or None: fold the layers in the budget left by the inserted parts measured so far,
+    measure that folding's fabric, tighten, repeat. `measured` caches fabrics by choice."""
+    measured = {} if measured is None else measured
     extra = {k: 0 for k in RESOURCES}
+    cap = {"LUT": budget.lut, "BRAM_18K": budget.bram18, "DSP": budget.dsp}
     for _ in range(rounds):
         lb = layer_budget(budget, extra, margin)
+        choice = _fit(units, cycles, lb.lut, lb.bram18, lb.dsp)
+        if choice is None:
+            return None
+        key = tuple(id(o) for o in choice.values())
+        if key not in measured:  # FINN's insertion on a copy of the graph: ~1 s
+            measured[key] = choice_fabric(model, choice, board, margin)
+        fab = measured[key]
+        over = {k: fab["total"][k] - cap[k] for k in RESOURCES}
+        if all(v <= 0 for v in over.values()):
+            return choice, fab, lb
+        p = fab["parts"]
+        seen = {k: max(extra[k], p["dwc_fifo"][k] + p["iodma"][k]) for k in RESOURCES}
+        if seen == extra:  # rounding of the margin: take the excess off directly
+            seen = {k: extra[k] + max(0, over[k]) for k in RESOURCES}
+        extra = seen
+    return None
+
+
+def search_fabric(model, units: list[Unit], budget: Budget, board: str, rounds: int = 12):
+    """`search` with the whole fabric in `budget`: the smallest cycle target at which some
+    folding's whole fabric fits (binary search over the targets, as `search`, then a scan).
+
+    What the bitstream inserts depends on the folding (stream widths), so each target is settled
+    on its own (`settle`), afresh: the wide streams of a faster folding must not shrink the room
+    of a slower one."""
+    margin = calibration.margin()
+    targets = _cycle_targets(units)
+    measured: dict = {}
+
+    def attempt(cycles: int, limit: Budget):
+        return settle(model, units, cycles, limit, board, margin, measured, rounds)
+
+    best = attempt(targets[-1], budget)
+    if best is None:
+        lb = layer_budget(budget, {k: 0 for k in RESOURCES}, margin)
         try:
-            choice, binding, nxt = search(units, lb)
+            search(units, lb)  # raises the fully-folded message when the layers alone do not fit
         except UserError as err:
             raise UserError(
                 f"{err} (whole-fabric budget {budget.lut:,} LUT / {budget.bram18} BRAM18 / "
                 f"{budget.dsp} DSP leaves the layers {lb.lut:,} LUT / {lb.bram18} BRAM18 after "
                 "the FIFOs, width converters, shell and margin; see `--profile max`)"
             ) from None
-        fab = choice_fabric(model, choice, board, margin)
-        limit = {"LUT": budget.lut, "BRAM_18K": budget.bram18, "DSP": budget.dsp}
-        over = {k: fab["total"][k] - limit[k] for k in RESOURCES}
-        if all(v <= 0 for v in over.values()):
-            return choice, binding, nxt, fab, lb
-        p = fab["parts"]
-        seen = {k: max(extra[k], p["dwc_fifo"][k] + p["iodma"][k]) for k in RESOURCES}
-        if seen == extra:  # rounding of the margin: take the excess off directly
-            seen = {k: extra[k] + max(0, over[k]) for k in RESOURCES}
-        extra = seen
-    raise RuntimeError(f"the whole-fabric search did not settle in {rounds} rounds: {extra}")
+        raise UserError(
+            f"no folding fits the whole-fabric budget {budget.lut:,} LUT / {budget.bram18} "
+            f"BRAM18 / {budget.dsp} DSP once the FIFOs, width converters, shell and margin are "
+            "added, even fully folded; see `--profile max`"
+        )
+    lo, hi = 0, len(targets) - 1
+    while lo < hi:  # smallest index whose target fits
+        mid = (lo + hi) // 2
+        got = attempt(targets[mid], budget)
+        if got is not None:
+            best, hi = got, mid
+        else:
+            lo = mid + 1
+    # Settling is not monotone in the target: a slower target's least-share folding can have
+    # wider streams (more FIFO/DWC) than a faster one's and fail where the faster one fits. So
+    # the next faster targets are tried one by one until SCAN_MISSES fail in a row.
+    idx, misses = lo - 1, 0
+    while idx >= 0 and misses < SCAN_MISSES:
+        got = attempt(targets[idx], budget)
+        if got is not None:
+            best, lo, misses = got, idx, 0
+        else:
+            misses += 1
+        idx -= 1
+    choice, fab, lb = best
+    if lo == 0:
+        return choice, "parallelism", None, fab, lb
+    faster = targets[lo - 1]
+    free = 10**9
+
+    def fits_without(*names: str) -> bool:
+        relaxed = Budget(
+            free if "LUT" in names else budget.lut,
+            free if "BRAM" in names else budget.bram18,
+            free if "DSP" in names else budget.dsp,
+        )
+        return attempt(faster, relaxed) is not None
+
+    # as `search`: "LUT or BRAM" when more of either would do, "LUT+BRAM" when only both would
+    alone = [k for k in ("LUT", "BRAM", "DSP") if fits_without(k)]
+    if alone:
+        return choice, " or ".join(alone), faster, fab, lb
+    pair = "LUT+BRAM" if fits_without("LUT", "BRAM") else "LUT+BRAM+DSP"
+    return choice, pair, faster, fab, lb
 
 
 def check_clock(clock_ns: float) -> None:
@@ -616,6 +693,8 @@ def explain(result: FoldResult) -> str:
         f"{result.binding} binds: the next step ({need:,} cycles, {fps:,.0f} FPS) does not fit "
         f"the {result.binding} budget"
     )
+    if result.next_need is not None:  # the whole fabric: what the layers leave is not the point
+        return f"{text}: {need_text(result.next_need, fps)}"
     lb = result.layer_budget or result.budget
     if need and "LUT" in result.binding:  # how much more LUT the layers would need for it
         alt = _states(result.units, need, math.inf, lb.bram18, lb.dsp)
@@ -629,10 +708,17 @@ def explain(result: FoldResult) -> str:
 
 
 def target_need(model, result: FoldResult, fps: float) -> dict | None:
-    """What reaching `fps` would take: the folding of least layer LUT meeting its cycle count
-    (any LUT and BRAM, the DSPs there are), its whole fabric and what it exceeds of the budget.
-    None when no folding is that fast (largest legal parallelism is slower)."""
-    cycles = math.floor(1e9 / result.clock_ns / fps)
+    """What reaching `fps` would take (see `need_at`)."""
+    return need_at(model, result, math.floor(1e9 / result.clock_ns / fps + 1e-6))
+
+
+def need_at(model, result: FoldResult, cycles: int) -> dict | None:
+    """What a cycle target would take: the folding of least layer LUT meeting it (any LUT and
+    BRAM, the DSPs there are), its whole fabric and what it exceeds of the budget. None when no
+    folding is that fast (largest legal parallelism is slower)."""
+    if cycles < 1:
+        return None
+    fps = 1e9 / result.clock_ns / cycles
     states = _states(result.units, cycles, math.inf, math.inf, result.budget.dsp)
     if states is None:
         return None
@@ -665,12 +751,15 @@ def need_text(need: dict | None, fps: float) -> str:
     if need is None:
         return f"no legal folding reaches {fps:,.0f} FPS (every layer at its largest parallelism)"
     t, pc = need["total"], need["percent"]
-    over = ", ".join(f"{k} by {v:,}" for k, v in need["over"].items()) or "nothing"
+    over = ", ".join(f"{k} by {v:,}" for k, v in need["over"].items())
+    over = (
+        f"over the budget in {over}" if over else "within the budget, yet no folding settled there"
+    )
     step = need["largest_step"]
     return (
         f"its least-LUT folding (FINN's estimates) needs a {need['scope']} of {t['LUT']:,} LUT "
-        f"({pc['LUT']}%) / {t['BRAM_18K']} BRAM18 ({pc['BRAM_18K']}%) / {t['DSP']} DSP, over the "
-        f"budget in {over}; the largest step is {step['unit']} ({step['from']} -> {step['to']}, "
+        f"({pc['LUT']}%) / {t['BRAM_18K']} BRAM18 ({pc['BRAM_18K']}%) / {t['DSP']} DSP, {over}; "
+        f"the largest step is {step['unit']} ({step['from']} -> {step['to']}, "
         f"{step['LUT']:+,} LUT)"
     )
 
