@@ -38,7 +38,7 @@ import numpy as np
 
 from maskbnn.config import BOARDS, load_network_config
 from maskbnn.errors import MissingToolError, UserError, VerificationError
-from maskbnn.outputs import folder_lock
+from maskbnn.outputs import folder_lock, write_atomic, write_json
 from maskbnn.paths import BUILD_DIR, rel
 from maskbnn.pipeline.builddir import BuildDir
 from maskbnn.pipeline.finn import env as finn_env  # noqa: F401  (FINN's environment before importing it)
@@ -722,9 +722,9 @@ def simulate_network(
         "layers": [asdict(r) for r in results],
         "seconds": round(time.perf_counter() - t_all, 1),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rtlsim.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "rtlsim.md").write_text(to_markdown(report))
+    # the release gate reads this report: never half-written
+    write_atomic(out / "rtlsim.md", to_markdown(report))
+    write_json(out / "rtlsim.json", report)
     if not report["passed"]:
         bad = [r for r in results if not (r.passed or _tool_limit(r))]
         raise VerificationError(
